@@ -51,6 +51,7 @@ class EraChunk:
     chunk_count: int | None = None
     era_start: datetime | None = None
     era_end: datetime | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,7 +72,7 @@ class FeatureBatch:
     chunk_count: int | None = None
     era_start: datetime | None = None
     era_end: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @cache
@@ -121,9 +122,7 @@ def decode_era_chunk(
 
 
 def encode_feature_batch(batch: FeatureBatch) -> bytes:
-    record = dataclasses.asdict(batch)
-    record.pop("extra", None)
-    return _encode("feature_batch", record)
+    return _encode("feature_batch", dataclasses.asdict(batch))
 
 
 def decode_feature_batch(

@@ -113,6 +113,215 @@ def broker_status() -> None:
     print(f"running pid={state.pid} bootstrap={state.bootstrap} logs={broker.log_file}")
 
 
+# ---------------------------------------------------------------- topics
+@topics_app.command("create")
+def topics_create(partitions: Optional[int] = typer.Option(None, "--partitions", "-p", help="partitions per topic [env TOPIC_PARTITIONS, default 4]")) -> None:
+    """Create every pipeline topic and its dead-letter twin (existing topics are left alone)."""
+    from streams.kafka import admin_client
+    from streams.topics import create_topics
+
+    cfg = settings()
+    admin = _admin(cfg)
+    infos = create_topics(admin, partitions or cfg.topic_partitions)
+    for info in infos:
+        console.print(f"{'created' if info.created else 'exists '} {info.name} ({info.partitions} partitions)")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """List topics with their partition counts."""
+    from streams.topics import list_topics
+
+    for name, count in list_topics(_admin(settings())).items():
+        print(f"{name}\t{count}")
+
+
+def _admin(cfg: Settings):
+    from streams.kafka import NoBrokerError, admin_client
+
+    try:
+        return admin_client(cfg)
+    except NoBrokerError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+# ---------------------------------------------------------------- stages
+@app.command("stage")
+def stage(
+    name: str = typer.Argument(..., help="preprocess | tsfresh | rolling | sink"),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="processes in the stage's consumer group"),
+    group: Optional[str] = typer.Option(None, "--group", help="consumer group (default erastream.<stage>)"),
+) -> None:
+    """Run one stage as a long-lived consumer until SIGTERM/Ctrl-C."""
+    from streams.workers import STAGES, run_stage, spawn_stage, supervise
+
+    if name not in STAGES:
+        console.print(f"[red]error:[/red] unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        raise typer.Exit(2)
+    cfg = settings()
+    _logging(cfg)
+    _require_broker(cfg)
+    if name == "sink" and workers > 1 and not cfg.clickhouse_url:
+        console.print("[red]error:[/red] embedded chDB allows one sink process; set CLICKHOUSE_URL to run more sink workers")
+        raise typer.Exit(2)
+    if workers == 1:
+        run_stage(cfg, name, group_id=group)
+        return
+    raise typer.Exit(supervise(spawn_stage(cfg, name, workers, group_id=group)))
+
+
+def _require_broker(cfg: Settings) -> str:
+    from streams.kafka import NoBrokerError, bootstrap_servers
+
+    try:
+        return bootstrap_servers(cfg)
+    except NoBrokerError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _logging(cfg: Settings) -> None:
+    import logging
+
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("librdkafka").setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------- ingest
+@app.command("ingest")
+def ingest(
+    path: Path = typer.Argument(..., help="a CSV/CSV.gz/Parquet file or a directory of them"),
+    eras: Optional[Path] = typer.Option(None, "--eras", help="era labels CSV: era_id, compartment_id, start_time, end_time"),
+    era_length: str = typer.Option("1D", "--era-length", help="fixed era length when no --eras file (pandas offset: 1D, 12h)"),
+) -> None:
+    """Validate sensor files and publish their eras to eras.raw (one transaction per call)."""
+    from stages.ingest import InputError
+    from streams.ingest import publish
+
+    cfg = settings()
+    _logging(cfg)
+    _require_broker(cfg)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("publishing eras", total=None)
+            report = publish(cfg, path, eras, era_length, progress=lambda what, done, total: progress.update(task, completed=done, total=total))
+    except InputError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _print_ingest(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True, disable=not console.is_terminal)
+
+
+def _print_ingest(report) -> None:
+    console.print(
+        f"ingested {len(report.files)} file(s): {report.rows:,} rows, {len(report.eras)} eras, {report.chunks} chunks, "
+        f"{report.bytes / 1e6:.2f} MB in {report.seconds:.2f} s ({report.mb_per_s:.1f} MB/s)"
+    )
+    for bad in report.bad_rows[:20]:
+        console.print(f"[yellow]bad row[/yellow] {bad.path}:{bad.line}: {bad.reason}")
+    if len(report.bad_rows) > 20:
+        console.print(f"[yellow]... {len(report.bad_rows) - 20} more bad rows[/yellow]")
+    if report.bad_rows:
+        console.print(f"[yellow]{len(report.bad_rows)} bad row(s) skipped[/yellow]")
+    for path, why in report.failed.items():
+        console.print(f"[red]file failed, nothing of it published:[/red] {why}")
+
+
+# ---------------------------------------------------------------- run
+@app.command("run")
+def run(
+    input: Path = typer.Option(..., "--input", "-i", help="a CSV/CSV.gz/Parquet file or a directory of them"),
+    eras: Optional[Path] = typer.Option(None, "--eras", help="era labels CSV: era_id, compartment_id, start_time, end_time"),
+    era_length: str = typer.Option("1D", "--era-length", help="fixed era length without --eras (pandas offset)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="give up after this many seconds"),
+) -> None:
+    """All-in-one local job: broker, topics, every stage as a process, ingest, wait, summary."""
+    from stages.ingest import InputError
+    from streams.local_run import RunFailed, run_local
+
+    cfg = settings()
+    _logging(cfg)
+    try:
+        with _progress() as progress:
+            tasks: dict[str, int] = {}
+
+            def on_progress(what: str, done: int, total: int) -> None:
+                if what not in tasks:
+                    tasks[what] = progress.add_task({"eras": "published eras", "stored": "eras in ClickHouse"}.get(what, what), total=total)
+                progress.update(tasks[what], completed=done, total=total)
+
+            summary = run_local(cfg, input, eras, era_length, timeout=timeout, on_progress=on_progress)
+    except (InputError, RunFailed) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _print_ingest(summary.ingest)
+    _print_summary(summary, cfg)
+
+
+def _print_summary(summary, cfg: Settings) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {cfg.run_id}: {len(summary.eras)} eras, feature set {cfg.feature_set}")
+    for col in ("era", "rows", "tsfresh features", "rolling features"):
+        table.add_column(col, justify="right" if col != "era" else "left")
+    for row in summary.eras.itertuples():
+        table.add_row(f"{row.compartment_id}:{row.era_id}", f"{row.rows:,}", str(row.tsfresh_features), str(row.rolling_features))
+    Console().print(table)
+    secs = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(summary.stage_seconds.items()))
+    print(f"seconds per stage (summed over eras): {secs}")
+    if summary.selection:
+        print(f"selection: kept {summary.selection['kept']} of {summary.selection['features']} features over {summary.selection['eras']} eras")
+    print(f"wall time {summary.wall_seconds:.1f} s")
+
+
+# ---------------------------------------------------------------- features
+@app.command("features")
+def features(
+    output: Path = typer.Option(..., "--output", "-o", help="file to write"),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv | parquet"),
+    raw: bool = typer.Option(False, "--raw", help="every feature in long form instead of the selected matrix"),
+    era: Optional[str] = typer.Option(None, "--era", help="only this era id"),
+) -> None:
+    """Export the selected era x feature matrix (or, with --raw, every feature in long form)."""
+    from stages.clickhouse import ClickHouseError, connect, feature_matrix, latest_selection, raw_features
+
+    if fmt not in ("csv", "parquet"):
+        console.print(f"[red]error:[/red] --format must be csv or parquet, not {fmt!r}")
+        raise typer.Exit(2)
+    cfg = settings()
+    try:
+        client = connect(cfg.clickhouse_url, cfg.clickhouse_path)
+    except ClickHouseError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if raw:
+        frame = raw_features(client, cfg.run_id, era)
+    else:
+        matrix = feature_matrix(client, cfg.run_id, era)
+        selection = latest_selection(client, cfg.run_id)
+        if not matrix.empty and len(selection):
+            kept = [f for f in selection.loc[selection["kept"].astype(bool), "feature"] if f in matrix.columns]
+            matrix = matrix[kept]
+        frame = matrix.reset_index()
+    if frame.empty:
+        console.print(f"[yellow]no features stored for run {cfg.run_id!r}{' era ' + era if era else ''}[/yellow]")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.to_csv(output, index=False)
+    else:
+        frame.to_parquet(output, index=False)
+    console.print(f"wrote {len(frame)} rows x {frame.shape[1]} columns to {output}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,160 @@
+"""`erastream run`: the whole pipeline on one machine, from files to ClickHouse.
+
+Starts the local broker when none is configured, creates topics, starts every
+stage as its own process, ingests, waits until the sink reports every era of the
+input stored (through the eras.done topic, since the sink owns embedded chDB while
+it runs), stops the stages and summarises from ClickHouse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+from confluent_kafka import Consumer, TopicPartition
+
+from streams import kafka
+from streams.ingest import IngestReport, publish
+from streams.settings import Settings
+from streams.topics import ERAS_DONE, create_topics
+from streams.workers import STAGES, spawn_stage, stop_processes
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("tsfresh", "rolling")
+
+
+class RunFailed(RuntimeError):
+    """A stage died or the run timed out; the message has the stage's log tail."""
+
+
+@dataclass
+class RunSummary:
+    ingest: IngestReport
+    eras: pd.DataFrame
+    stage_seconds: dict[str, float]
+    selection: dict = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+
+class DoneWatcher:
+    """Reads the sink's notices from the current end of eras.done onwards."""
+
+    def __init__(self, settings: Settings):
+        self.consumer = Consumer(kafka.consumer_config(settings, f"erastream.run.{uuid.uuid4().hex[:8]}"))
+        meta = self.consumer.list_topics(ERAS_DONE, timeout=30).topics[ERAS_DONE]
+        assignment = []
+        for p in meta.partitions:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(ERAS_DONE, p), timeout=30)
+            assignment.append(TopicPartition(ERAS_DONE, p, high))
+        self.consumer.assign(assignment)
+        self.done: dict[str, set[str]] = defaultdict(set)
+        self.stage_seconds: dict[str, dict[str, float]] = {}
+        self.selections: list[dict] = []
+
+    def poll(self, timeout: float = 0.5) -> None:
+        for msg in self.consumer.consume(num_messages=500, timeout=timeout):
+            if msg.error() is not None:
+                continue
+            notice = json.loads(msg.value())
+            if notice.get("kind") == "era":
+                self.done[notice["era_key"]].add(notice["source"])
+                self.stage_seconds.setdefault(notice["era_key"], {}).update(notice.get("stage_seconds", {}))
+            elif notice.get("kind") == "selection":
+                self.selections.append(notice)
+
+    def finished(self, keys: list[str]) -> int:
+        return sum(1 for k in keys if self.done.get(k, set()) >= set(SOURCES))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def run_local(
+    settings: Settings,
+    input_path: Path,
+    eras_file: Path | None = None,
+    era_length: str = "1D",
+    timeout: float | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> RunSummary:
+    started = time.monotonic()
+    broker = None
+    if not settings.kafka_bootstrap_servers:
+        from infra.kafka.broker import LocalBroker
+
+        local = LocalBroker(settings.broker_state_dir, log=log.info)
+        state = local.status()
+        if state is None:
+            log.info("starting the local Kafka broker")
+            state = local.start()
+            broker = local
+        settings = settings.model_copy(update={"kafka_bootstrap_servers": state.bootstrap})
+    procs: dict[str, list[subprocess.Popen]] = {}
+    log_dir = settings.data_dir / "logs"
+    try:
+        create_topics(kafka.admin_client(settings), settings.topic_partitions)
+        watcher = DoneWatcher(settings)
+        for stage in STAGES:
+            procs[stage] = spawn_stage(settings, stage, 1, log_dir=log_dir)
+        report = publish(settings, input_path, eras_file, era_length, progress=on_progress)
+        keys = report.eras
+        deadline = None if timeout is None else time.monotonic() + timeout
+        selection_seen = False
+        while keys:
+            watcher.poll()
+            done = watcher.finished(keys)
+            if on_progress:
+                on_progress("stored", done, len(keys))
+            if done == len(keys):
+                if any(s["run_id"] == settings.run_id and s["eras"] >= len(set(keys)) for s in watcher.selections):
+                    selection_seen = True
+                    break
+            _check_alive(procs, log_dir)
+            if deadline is not None and time.monotonic() > deadline:
+                raise RunFailed(f"timed out after {timeout:.0f} s with {done} of {len(keys)} eras stored")
+        stage_seconds: dict[str, float] = defaultdict(float)
+        for key in keys:
+            for stage, secs in watcher.stage_seconds.get(key, {}).items():
+                stage_seconds[stage] += secs
+        selection = next((s for s in reversed(watcher.selections) if s["run_id"] == settings.run_id), {}) if selection_seen else {}
+        watcher.close()
+    finally:
+        stop_processes([p for group in procs.values() for p in group])
+        if broker is not None:
+            broker.stop()
+    eras = _era_table(settings, keys)
+    return RunSummary(report, eras, dict(stage_seconds), selection, time.monotonic() - started)
+
+
+def _check_alive(procs: dict[str, list[subprocess.Popen]], log_dir: Path) -> None:
+    for stage, group in procs.items():
+        for i, proc in enumerate(group):
+            if proc.poll() is not None:
+                tail = ""
+                try:
+                    tail = (log_dir / f"{stage}-{i}.log").read_text(errors="replace")[-3000:]
+                except OSError:
+                    pass
+                raise RunFailed(f"stage {stage} exited with code {proc.returncode}; log tail:\n{tail}")
+
+
+def _era_table(settings: Settings, keys: list[str]) -> pd.DataFrame:
+    from stages.clickhouse import connect, era_status
+
+    client = connect(settings.clickhouse_url, settings.clickhouse_path)
+    try:
+        table = era_status(client, settings.run_id)
+    finally:
+        client.close()
+    wanted = set(keys)
+    mask = (table["compartment_id"].astype(str) + ":" + table["era_id"].astype(str)).isin(wanted)
+    return table[mask].reset_index(drop=True)
