@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 FeatureSet = Literal["minimal", "efficient", "comprehensive"]
 FEATURE_SETS: tuple[str, ...] = ("minimal", "efficient", "comprehensive")
@@ -39,7 +40,7 @@ class Settings(BaseSettings):
     )
     n_jobs: int = Field(1, ge=0, description="tsfresh worker processes per stage process (0: in-process)")
     batch_size: int = Field(10_000, ge=1, description="rows per era chunk message")
-    rolling_windows: list[str] = Field(
+    rolling_windows: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["5min", "15min", "60min", "240min"],
         description="time-based rolling windows",
     )
@@ -113,6 +114,8 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except _SourceError as exc:  # a value the environment source itself cannot parse
+        raise SettingsError(f"invalid settings: {exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:
