@@ -1,0 +1,149 @@
+"""The feature engine: tsfresh settings in, tsfresh's features out, kernels where they exist."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import fallback
+from .registry import KERNELS
+
+# Importing the kernel modules registers their kernels.
+from . import simple as _simple  # noqa: F401
+from . import adf as _adf  # noqa: F401
+from . import peaks as _peaks  # noqa: F401
+from . import entropy as _entropy  # noqa: F401
+from . import linear as _linear  # noqa: F401
+
+__all__ = ["extract_features_fast", "kernel_coverage", "plan"]
+
+#: Work (samples x sensors) below which n_jobs > 1 still runs in one process.
+PARALLEL_MIN_SAMPLES = 20_000
+
+
+def plan(fc_parameters: Mapping) -> list[tuple[object, object, str, tuple[str, ...]]]:
+    """(tsfresh function, parameters, calculator name, full feature names) per calculator that
+    tsfresh would run on an index-less series, in the settings' order."""
+    out = []
+    for key, params in fc_parameters.items():
+        func = fallback.resolve(key)
+        if fallback.needs_index(func):
+            continue  # tsfresh skips it for data without a DatetimeIndex
+        names = tuple(fallback.full_names(func, params))
+        out.append((func, params, func.__name__, names))
+    return out
+
+
+def _compute_group(X: np.ndarray, steps, use_kernels: bool) -> np.ndarray:
+    """All features of the rows of X (one common length, finite): (rows, total features)."""
+    n = X.shape[1]
+    blocks = []
+    for func, params, name, names in steps:
+        k = KERNELS.get(name) if use_kernels and not callable_is_custom(func) else None
+        if k is not None and k.applies(n):
+            with np.errstate(all="ignore"):
+                v = np.asarray(k.fn(X, params), dtype=np.float64)
+            if v.shape != (X.shape[0], len(names)):
+                raise AssertionError(f"kernel {name} returned {v.shape}, expected {(X.shape[0], len(names))}")
+        else:
+            v = fallback.fallback_block(func, X, params)
+        blocks.append(v)
+    if not blocks:
+        return np.empty((X.shape[0], 0))
+    return np.concatenate(blocks, axis=1)
+
+
+def callable_is_custom(func) -> bool:
+    return getattr(fallback._fc, func.__name__, None) is not func
+
+
+def _compute(arrays: list[np.ndarray], steps, use_kernels: bool = True) -> np.ndarray:
+    total = sum(len(s[3]) for s in steps)
+    out = np.full((len(arrays), total), np.nan)
+    by_len: dict[int, list[int]] = {}
+    for i, a in enumerate(arrays):
+        if np.isnan(a).any():
+            continue  # tsfresh refuses NaN: every feature NaN, never a crash
+        if not np.isfinite(a).all():
+            out[i] = _compute_group(a[None, :], steps, use_kernels=False)[0]
+            continue
+        by_len.setdefault(len(a), []).append(i)
+    for n, idx in by_len.items():
+        X = np.ascontiguousarray(np.stack([arrays[i] for i in idx])) if n else np.empty((len(idx), 0))
+        out[idx] = _compute_group(X, steps, use_kernels)
+    return out
+
+
+def _worker_init():
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except Exception:  # noqa: BLE001 - pinning threads is an optimisation only
+        pass
+
+
+def _worker(args):
+    arrays, fc_parameters, use_kernels = args
+    return _compute(arrays, plan(fc_parameters), use_kernels)
+
+
+def _split(lengths: list[int], parts: int) -> list[list[int]]:
+    """Indices split into ``parts`` groups of about equal total length (largest first)."""
+    groups: list[list[int]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        j = int(np.argmin(load))
+        groups[j].append(i)
+        load[j] += lengths[i]
+    return [sorted(g) for g in groups if g]
+
+
+def extract_features_fast(
+    series: Mapping[str, np.ndarray],
+    fc_parameters: Mapping,
+    n_jobs: int = 0,
+    *,
+    use_kernels: bool = True,
+) -> pd.DataFrame:
+    """tsfresh's features of each series, in long form (columns sensor, feature, value).
+
+    ``fc_parameters`` is a tsfresh settings dictionary (e.g. ``EfficientFCParameters()``).
+    The rows are those ``tsfresh.extract_features`` gives for a long frame with one id per
+    sensor, with the ``<kind>__`` prefix removed from the feature names. A series holding NaN
+    gives NaN for every feature. ``n_jobs`` > 1 splits the sensors over that many processes
+    (0 or 1: this process). ``use_kernels=False`` computes everything with tsfresh's functions.
+    """
+    sensors = [str(s) for s in series.keys()]
+    arrays = [np.ascontiguousarray(np.asarray(v, dtype=np.float64).ravel()) for v in series.values()]
+    steps = plan(fc_parameters)
+    names = [nm for s in steps for nm in s[3]]
+    work = sum(len(a) for a in arrays)
+    if n_jobs and n_jobs > 1 and len(arrays) > 1 and work >= PARALLEL_MIN_SAMPLES:
+        groups = _split([len(a) for a in arrays], min(n_jobs, len(arrays)))
+        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        values = np.full((len(arrays), len(names)), np.nan)
+        with ProcessPoolExecutor(len(groups), mp_context=ctx, initializer=_worker_init) as pool:
+            jobs = [([arrays[i] for i in g], dict(fc_parameters), use_kernels) for g in groups]
+            for g, res in zip(groups, pool.map(_worker, jobs)):
+                values[g] = res
+    else:
+        values = _compute(arrays, steps, use_kernels)
+    return pd.DataFrame(
+        {
+            "sensor": np.repeat(np.asarray(sensors, dtype=object), len(names)),
+            "feature": np.tile(np.asarray(names, dtype=object), len(sensors)),
+            "value": values.ravel().astype(np.float64),
+        }
+    )
+
+
+def kernel_coverage() -> dict[str, bool]:
+    """Calculator name -> True where a fast kernel exists (for tsfresh's comprehensive set)."""
+    from tsfresh.feature_extraction import ComprehensiveFCParameters
+
+    return {name: name in KERNELS for name in ComprehensiveFCParameters()}

@@ -1,0 +1,458 @@
+"""Kernels for the cheap aggregate calculators: one NumPy pass over all sensors of a length.
+
+Each follows tsfresh 0.21's definition in feature_calculators.py to the operation (same ddof,
+same comparisons, same reductions along contiguous rows, so the same rounding).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import register
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _col(v) -> np.ndarray:
+    return np.asarray(v, dtype=np.float64).reshape(-1, 1)
+
+
+def _plain(name: str, min_len: int = 8):
+    """Register a parameterless calculator ``f(X) -> (m,)``."""
+
+    def deco(f):
+        register(name, min_len)(lambda X, params: _col(f(X)))
+        return f
+
+    return deco
+
+
+def _each(name: str, min_len: int = 8):
+    """Register a calculator with a parameter list, computed ``f(X, **p) -> (m,)`` per dict."""
+
+    def deco(f):
+        def kernel(X, params):
+            return np.stack([np.asarray(f(X, **p), dtype=np.float64) for p in params], axis=1)
+
+        register(name, min_len)(kernel)
+        return f
+
+    return deco
+
+
+def _mean(X):
+    return np.mean(X, axis=1)
+
+
+def _std(X):
+    return np.std(X, axis=1)
+
+
+def _var(X):
+    return np.var(X, axis=1)
+
+
+# --------------------------------------------------------------------------- moments
+
+
+@_plain("sum_values")
+def sum_values(X):
+    return np.sum(X, axis=1)
+
+
+@_plain("mean")
+def mean(X):
+    return _mean(X)
+
+
+@_plain("median")
+def median(X):
+    return np.median(X, axis=1)
+
+
+@_plain("length")
+def length(X):
+    return np.full(X.shape[0], X.shape[1], dtype=np.float64)
+
+
+@_plain("standard_deviation")
+def standard_deviation(X):
+    return _std(X)
+
+
+@_plain("variance")
+def variance(X):
+    return _var(X)
+
+
+@_plain("variance_larger_than_standard_deviation")
+def variance_larger_than_standard_deviation(X):
+    y = _var(X)
+    return y > np.sqrt(y)
+
+
+@_plain("variation_coefficient")
+def variation_coefficient(X):
+    avg = _mean(X)
+    with np.errstate(all="ignore"):
+        out = _std(X) / avg
+    return np.where(avg == 0, np.nan, out)
+
+
+@_plain("root_mean_square")
+def root_mean_square(X):
+    return np.sqrt(np.mean(np.square(X), axis=1))
+
+
+@_plain("abs_energy")
+def abs_energy(X):
+    return np.einsum("ij,ij->i", X, X)
+
+
+@_plain("maximum")
+def maximum(X):
+    return np.max(X, axis=1)
+
+
+@_plain("minimum")
+def minimum(X):
+    return np.min(X, axis=1)
+
+
+@_plain("absolute_maximum")
+def absolute_maximum(X):
+    return np.max(np.abs(X), axis=1)
+
+
+@_each("large_standard_deviation")
+def large_standard_deviation(X, r):
+    return _std(X) > (r * (np.max(X, axis=1) - np.min(X, axis=1)))
+
+
+@_each("ratio_beyond_r_sigma")
+def ratio_beyond_r_sigma(X, r):
+    m = _mean(X)[:, None]
+    s = _std(X)[:, None]
+    return np.sum(np.abs(X - m) > r * s, axis=1) / X.shape[1]
+
+
+def symmetry_looking(X, params):
+    mmd = np.abs(_mean(X) - np.median(X, axis=1))
+    rng = np.max(X, axis=1) - np.min(X, axis=1)
+    return np.stack([mmd < (p["r"] * rng) for p in params], axis=1).astype(np.float64)
+
+
+register("symmetry_looking")(symmetry_looking)
+
+# --------------------------------------------------------------------------- changes
+
+
+@_plain("mean_abs_change")
+def mean_abs_change(X):
+    return np.mean(np.abs(np.diff(X, axis=1)), axis=1)
+
+
+@_plain("absolute_sum_of_changes")
+def absolute_sum_of_changes(X):
+    return np.sum(np.abs(np.diff(X, axis=1)), axis=1)
+
+
+@_plain("mean_change")
+def mean_change(X):
+    return (X[:, -1] - X[:, 0]) / (X.shape[1] - 1)
+
+
+@_plain("mean_second_derivative_central")
+def mean_second_derivative_central(X):
+    return (X[:, -1] - X[:, -2] - X[:, 1] + X[:, 0]) / (2 * (X.shape[1] - 2))
+
+
+@_each("cid_ce")
+def cid_ce(X, normalize):
+    if normalize:
+        s = _std(X)
+        m = _mean(X)
+        ok = s != 0
+        with np.errstate(all="ignore"):
+            Z = (X - m[:, None]) / s[:, None]
+        d = np.diff(Z, axis=1)
+        out = np.sqrt(np.einsum("ij,ij->i", d, d))
+        return np.where(ok, out, 0.0)
+    d = np.diff(X, axis=1)
+    return np.sqrt(np.einsum("ij,ij->i", d, d))
+
+
+@_each("number_crossing_m")
+def number_crossing_m(X, m):
+    pos = X > m
+    return np.count_nonzero(pos[:, 1:] != pos[:, :-1], axis=1)
+
+
+@_each("time_reversal_asymmetry_statistic")
+def time_reversal_asymmetry_statistic(X, lag):
+    n = X.shape[1]
+    if 2 * lag >= n:
+        return np.zeros(X.shape[0])
+    x0 = X[:, : n - 2 * lag]
+    x1 = X[:, lag : n - lag]
+    x2 = X[:, 2 * lag :]
+    return np.mean(x2 * x2 * x1 - x1 * x0 * x0, axis=1)
+
+
+@_each("c3")
+def c3(X, lag):
+    n = X.shape[1]
+    if 2 * lag >= n:
+        return np.zeros(X.shape[0])
+    return np.mean(X[:, 2 * lag :] * X[:, lag : n - lag] * X[:, : n - 2 * lag], axis=1)
+
+
+@_each("autocorrelation")
+def autocorrelation(X, lag):
+    n = X.shape[1]
+    if n < lag:
+        return np.full(X.shape[0], np.nan)
+    m = _mean(X)[:, None]
+    sp = np.sum((X[:, : n - lag] - m) * (X[:, lag:] - m), axis=1)
+    v = _var(X)
+    with np.errstate(all="ignore"):
+        out = sp / ((n - lag) * v)
+    return np.where(np.isclose(v, 0), np.nan, out)
+
+
+# --------------------------------------------------------------------------- order statistics
+
+
+@_each("quantile")
+def quantile(X, q):
+    return np.quantile(X, q, axis=1)
+
+
+@_each("count_above")
+def count_above(X, t):
+    return np.sum(X >= t, axis=1) / X.shape[1]
+
+
+@_each("count_below")
+def count_below(X, t):
+    return np.sum(X <= t, axis=1) / X.shape[1]
+
+
+@_each("value_count")
+def value_count(X, value):
+    if np.isnan(value):
+        return np.zeros(X.shape[0])  # the engine's rows are NaN-free
+    return np.count_nonzero(X == value, axis=1)
+
+
+@_each("range_count")
+def range_count(X, min, max):  # noqa: A002 - tsfresh's parameter names
+    return np.sum((X >= min) & (X < max), axis=1)
+
+
+@_plain("count_above_mean")
+def count_above_mean(X):
+    return np.count_nonzero(X > _mean(X)[:, None], axis=1)
+
+
+@_plain("count_below_mean")
+def count_below_mean(X):
+    return np.count_nonzero(X < _mean(X)[:, None], axis=1)
+
+
+def _longest_run(B):
+    """Longest run of True per row (0 where none)."""
+    m, n = B.shape
+    P = np.zeros((m, n + 2), dtype=np.int8)
+    P[:, 1:-1] = B
+    D = np.diff(P, axis=1)
+    r_s, c_s = np.nonzero(D == 1)
+    _, c_e = np.nonzero(D == -1)
+    out = np.zeros(m)
+    if len(r_s):
+        np.maximum.at(out, r_s, (c_e - c_s).astype(np.float64))
+    return out
+
+
+@_plain("longest_strike_below_mean")
+def longest_strike_below_mean(X):
+    return _longest_run(X < _mean(X)[:, None])
+
+
+@_plain("longest_strike_above_mean")
+def longest_strike_above_mean(X):
+    return _longest_run(X > _mean(X)[:, None])
+
+
+@_plain("first_location_of_maximum")
+def first_location_of_maximum(X):
+    return np.argmax(X, axis=1) / X.shape[1]
+
+
+@_plain("last_location_of_maximum")
+def last_location_of_maximum(X):
+    return 1.0 - np.argmax(X[:, ::-1], axis=1) / X.shape[1]
+
+
+@_plain("first_location_of_minimum")
+def first_location_of_minimum(X):
+    return np.argmin(X, axis=1) / X.shape[1]
+
+
+@_plain("last_location_of_minimum")
+def last_location_of_minimum(X):
+    return 1.0 - np.argmin(X[:, ::-1], axis=1) / X.shape[1]
+
+
+@_plain("has_duplicate_max")
+def has_duplicate_max(X):
+    return np.sum(X == np.max(X, axis=1)[:, None], axis=1) >= 2
+
+
+@_plain("has_duplicate_min")
+def has_duplicate_min(X):
+    return np.sum(X == np.min(X, axis=1)[:, None], axis=1) >= 2
+
+
+def _sorted_groups(X):
+    """Sorted rows, the flags 'first of its value' and 'value occurs more than once'."""
+    S = np.sort(X, axis=1)
+    eq = S[:, 1:] == S[:, :-1]  # equal to the next one
+    first = np.ones_like(S, dtype=bool)
+    first[:, 1:] = ~eq
+    dup_next = np.zeros_like(S, dtype=bool)
+    dup_next[:, :-1] = eq
+    return S, first, dup_next, eq
+
+
+@_plain("has_duplicate")
+def has_duplicate(X):
+    S = np.sort(X, axis=1)
+    return np.any(S[:, 1:] == S[:, :-1], axis=1)
+
+
+@_plain("ratio_value_number_to_time_series_length")
+def ratio_value_number_to_time_series_length(X):
+    _, first, _, _ = _sorted_groups(X)
+    return np.count_nonzero(first, axis=1) / X.shape[1]
+
+
+@_plain("percentage_of_reoccurring_values_to_all_values")
+def percentage_of_reoccurring_values_to_all_values(X):
+    _, first, dup_next, _ = _sorted_groups(X)
+    return np.count_nonzero(first & dup_next, axis=1) / np.count_nonzero(first, axis=1)
+
+
+@_plain("percentage_of_reoccurring_datapoints_to_all_datapoints")
+def percentage_of_reoccurring_datapoints_to_all_datapoints(X):
+    _, _, dup_next, eq = _sorted_groups(X)
+    in_group = dup_next.copy()
+    in_group[:, 1:] |= eq
+    return np.count_nonzero(in_group, axis=1) / X.shape[1]
+
+
+@_each("number_peaks")
+def number_peaks(X, n):
+    N = X.shape[1]
+    if N <= 2 * n:
+        return np.zeros(X.shape[0])
+    core = X[:, n : N - n]
+    res = np.ones(core.shape, dtype=bool)
+    for i in range(1, n + 1):
+        res &= core > X[:, n - i : N - n - i]
+        res &= core > X[:, n + i : N - n + i]
+    return np.sum(res, axis=1)
+
+
+@_each("mean_n_absolute_max")
+def mean_n_absolute_max(X, number_of_maxima):
+    if X.shape[1] <= number_of_maxima:
+        return np.full(X.shape[0], np.nan)
+    A = np.sort(np.abs(X), axis=1)[:, -number_of_maxima:]
+    return np.mean(A, axis=1)
+
+
+def index_mass_quantile(X, params):
+    A = np.abs(X)
+    s = np.sum(A, axis=1)
+    with np.errstate(all="ignore"):
+        mc = np.cumsum(A, axis=1) / s[:, None]
+    n = X.shape[1]
+    cols = []
+    for p in params:
+        v = (np.argmax(mc >= p["q"], axis=1) + 1) / n
+        cols.append(np.where(s == 0, np.nan, v))
+    return np.stack(cols, axis=1)
+
+
+register("index_mass_quantile")(index_mass_quantile)
+
+
+def energy_ratio_by_chunks(X, params):
+    full = np.sum(X**2, axis=1)
+    n = X.shape[1]
+    cols = []
+    for p in params:
+        k, f = p["num_segments"], p["segment_focus"]
+        assert f < k and k > 0
+        # np.array_split: the first n % k pieces get one element more
+        q, r = divmod(n, k)
+        start = f * q + min(f, r)
+        stop = start + q + (1 if f < r else 0)
+        with np.errstate(all="ignore"):
+            v = np.sum(X[:, start:stop] ** 2.0, axis=1) / full
+        cols.append(np.where(full == 0, np.nan, v))
+    return np.stack(cols, axis=1)
+
+
+register("energy_ratio_by_chunks")(energy_ratio_by_chunks)
+
+# --------------------------------------------------------------------------- spectra
+
+
+def fft_coefficient(X, params):
+    F = np.fft.rfft(X, axis=1)
+    L = F.shape[1]
+    out = np.full((X.shape[0], len(params)), np.nan)
+    for j, p in enumerate(params):
+        c, attr = p["coeff"], p["attr"]
+        if c >= L:
+            continue
+        z = F[:, c]
+        if attr == "real":
+            out[:, j] = z.real
+        elif attr == "imag":
+            out[:, j] = z.imag
+        elif attr == "abs":
+            out[:, j] = np.abs(z)
+        elif attr == "angle":
+            out[:, j] = np.angle(z, deg=True)
+        else:
+            raise ValueError('`agg` must be "real", "imag", "angle" or "abs"')
+    return out
+
+
+register("fft_coefficient")(fft_coefficient)
+
+
+def fft_aggregated(X, params):
+    A = np.abs(np.fft.rfft(X, axis=1))
+    k = np.arange(A.shape[1], dtype=float)
+    tot = A.sum(axis=1)
+
+    def moment(p):
+        w = k**p  # one 1-D dot per row, as tsfresh computes it
+        return np.array([A[i].dot(w) for i in range(A.shape[0])]) / tot
+
+    with np.errstate(all="ignore"):
+        c = moment(1)
+        var = moment(2) - c**2
+        res = {"centroid": c, "variance": var}
+        m3, m4, m2 = moment(3), moment(4), moment(2)
+        skew = (m3 - 3 * c * var - c**3) / var ** (1.5)
+        kurt = (m4 - 4 * c * m3 + 6 * m2 * c**2 - 3 * c) / var**2
+        res["skew"] = np.where(var < 0.5, np.nan, skew)
+        res["kurtosis"] = np.where(var < 0.5, np.nan, kurt)
+    return np.stack([res[p["aggtype"]] for p in params], axis=1)
+
+
+register("fft_aggregated")(fft_aggregated)
