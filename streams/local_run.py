@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streams import kafka
 from streams.ingest import IngestReport, publish
@@ -53,8 +53,7 @@ class DoneWatcher:
         meta = self.consumer.list_topics(ERAS_DONE, timeout=30).topics[ERAS_DONE]
         assignment = []
         for p in meta.partitions:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(ERAS_DONE, p), timeout=30)
-            assignment.append(TopicPartition(ERAS_DONE, p, high))
+            assignment.append(TopicPartition(ERAS_DONE, p, _end_offset(self.consumer, TopicPartition(ERAS_DONE, p))))
         self.consumer.assign(assignment)
         self.done: dict[str, set[str]] = defaultdict(set)
         self.stage_seconds: dict[str, dict[str, float]] = {}
@@ -76,6 +75,18 @@ class DoneWatcher:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def _end_offset(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> int:
+    """The high watermark; a just-created partition answers NOT_LEADER for a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=5)[1]
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def run_local(

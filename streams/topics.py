@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -52,11 +53,25 @@ def create_topics(admin: AdminClient, partitions: int, replication: int = 1, tim
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
                 results[name] = False
-    metadata = admin.list_topics(timeout=timeout).topics
+    metadata = wait_for_leaders(admin, wanted, timeout)
     return [
         TopicInfo(t, len(metadata[t].partitions) if t in metadata else 0, results.get(t, False))
         for t in wanted
     ]
+
+
+def wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float = 30.0) -> dict:
+    """New topics answer NOT_LEADER until each partition has a leader: wait for that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=timeout).topics
+        ready = all(
+            t in metadata and metadata[t].partitions and all(p.leader >= 0 for p in metadata[t].partitions.values())
+            for t in topics
+        )
+        if ready or time.monotonic() > deadline:
+            return metadata
+        time.sleep(0.1)
 
 
 def list_topics(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
