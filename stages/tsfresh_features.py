@@ -1,0 +1,147 @@
+"""tsfresh features of one clean era, in long form (sensor, feature, value).
+
+tsfresh refuses a series holding NaN ("must not contain NaN"); preprocessing leaves NaN
+only in a sensor with no reading in the era, so such sensors skip tsfresh and get NaN for
+every feature name instead of crashing the stage.
+
+BLAS is pinned to one thread, in this process while tsfresh runs and in each of its worker
+processes (pool initializer): several multi-threaded BLAS pools on a few cores ran 3-9x
+slower (DESIGN.md, cost facts). Stages scale by adding processes, not BLAS threads.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+from multiprocessing import Pool
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+from tsfresh import extract_features
+from tsfresh.feature_extraction import (
+    ComprehensiveFCParameters,
+    EfficientFCParameters,
+    MinimalFCParameters,
+)
+from tsfresh.utilities.distribution import MultiprocessingDistributor, initialize_warnings_in_workers
+
+TIMESTAMP = "timestamp"
+OUTPUT_COLUMNS = ["sensor", "feature", "value"]
+_FC_PARAMETERS = {
+    "minimal": MinimalFCParameters,
+    "efficient": EfficientFCParameters,
+    "comprehensive": ComprehensiveFCParameters,
+}
+_KIND = "value"  # tsfresh names columns "<column_value>__<feature>"
+_NAME_PROBE_LENGTH = 40  # long enough that no calculator skips, short enough to be quick
+
+
+def fc_parameters(feature_set: str) -> dict:
+    """tsfresh's settings for a feature set name (a fresh, mutable copy each call)."""
+    try:
+        return _FC_PARAMETERS[feature_set]()
+    except KeyError:
+        raise ValueError(
+            f"unknown feature set {feature_set!r}; allowed: {', '.join(_FC_PARAMETERS)}"
+        ) from None
+
+
+def _init_worker(show_warnings: bool) -> None:
+    initialize_warnings_in_workers(show_warnings)
+    threadpool_limits(limits=1)  # stays in force for the worker's life
+
+
+class _PinnedBlasDistributor(MultiprocessingDistributor):
+    """tsfresh's process pool, with BLAS limited to one thread in every worker."""
+
+    def __init__(self, n_workers: int) -> None:
+        # Not calling super().__init__: it would start a pool with its own initializer.
+        self.pool = Pool(processes=n_workers, initializer=_init_worker, initargs=(False,))
+        self.n_workers = n_workers
+        self.disable_progressbar = True
+        self.progressbar_title = "Feature Extraction"
+
+
+def _extract_wide(long: pd.DataFrame, feature_set: str, n_jobs: int) -> pd.DataFrame:
+    """tsfresh on a long frame (id=sensor, sort=timestamp, value) -> one row per sensor."""
+    distributor = _PinnedBlasDistributor(n_jobs) if n_jobs > 1 else None
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # calculators warn on short/flat series; values say enough
+        return extract_features(
+            long,
+            column_id="sensor",
+            column_sort=TIMESTAMP,
+            column_value=_KIND,
+            default_fc_parameters=fc_parameters(feature_set),
+            disable_progressbar=True,
+            n_jobs=n_jobs,
+            distributor=distributor,
+        )
+
+
+def _strip(columns: pd.Index) -> list[str]:
+    prefix = f"{_KIND}__"
+    return [c[len(prefix) :] if c.startswith(prefix) else c for c in columns]
+
+
+@lru_cache(maxsize=None)
+def _feature_names(feature_set: str) -> tuple[str, ...]:
+    t = np.arange(_NAME_PROBE_LENGTH, dtype="float64")
+    probe = pd.DataFrame({"sensor": "probe", TIMESTAMP: t, _KIND: np.sin(t) + 0.01 * t})
+    return tuple(_strip(_extract_wide(probe, feature_set, n_jobs=0).columns))
+
+
+def feature_names(feature_set: str) -> list[str]:
+    """Feature names of a set, without the sensor prefix, in tsfresh's order (cached)."""
+    fc_parameters(feature_set)  # validate before caching anything
+    return list(_feature_names(feature_set))
+
+
+def _nan_rows(sensors: list[str], feature_set: str) -> pd.DataFrame:
+    names = feature_names(feature_set)
+    return pd.DataFrame(
+        {
+            "sensor": np.repeat(np.asarray(sensors, dtype=object), len(names)),
+            "feature": np.tile(np.asarray(names, dtype=object), len(sensors)),
+            "value": np.full(len(sensors) * len(names), np.nan),
+        }
+    )
+
+
+def extract_era_features(
+    clean: pd.DataFrame, sensors: list[str], feature_set: str, n_jobs: int = 0
+) -> pd.DataFrame:
+    """Long-form tsfresh features for a clean era, in ``sensors`` order, then tsfresh's order."""
+    fc_parameters(feature_set)
+    if n_jobs < 0:
+        raise ValueError(f"n_jobs must be >= 0, got {n_jobs}")
+    missing = [c for c in [TIMESTAMP, *sensors] if c not in clean.columns]
+    if missing:
+        raise ValueError(f"extract_era_features: missing column(s) {', '.join(missing)}")
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(OUTPUT_COLUMNS, ("str", "str", "float64"))})
+    if len(clean) == 0 or not sensors:
+        return empty
+
+    good = [s for s in sensors if clean[s].notna().all()]
+    parts: dict[str, pd.DataFrame] = {}
+    if good:
+        long = clean[[TIMESTAMP, *good]].melt(id_vars=TIMESTAMP, var_name="sensor", value_name=_KIND)
+        long[_KIND] = long[_KIND].astype("float64")
+        wide = _extract_wide(long, feature_set, n_jobs)
+        wide.columns = _strip(wide.columns)
+        names = feature_names(feature_set)
+        if set(wide.columns) == set(names):  # one column order whatever the pool did
+            wide = wide[names]
+        for s in good:
+            parts[s] = pd.DataFrame({"sensor": s, "feature": wide.columns, "value": wide.loc[s].to_numpy(dtype="float64")})
+    bad = [s for s in sensors if s not in parts]
+    if bad:
+        nan = _nan_rows(bad, feature_set)
+        for s, rows in nan.groupby("sensor", sort=False):
+            parts[str(s)] = rows
+    out = pd.concat([parts[s] for s in sensors], ignore_index=True)
+    out["sensor"] = out["sensor"].astype("str")
+    out["feature"] = out["feature"].astype("str")
+    out["value"] = out["value"].astype("float64")
+    return out[OUTPUT_COLUMNS]
