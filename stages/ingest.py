@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import Tick
+from pandas.tseries.offsets import Day, Tick
 
 TIMESTAMP = "timestamp"
 COMPARTMENT = "compartment_id"
@@ -308,9 +308,11 @@ def _fixed_length(era_length: str) -> pd.Timedelta:
         offset = to_offset(era_length)
     except ValueError as exc:
         raise ValueError(f"era_length {era_length!r} is not a pandas offset: {exc}") from exc
-    if not isinstance(offset, Tick) or pd.Timedelta(offset) <= pd.Timedelta(0):
+    # pandas 3 no longer counts Day ("1D") as a Tick, but on tz-naive UTC it is a fixed 24 h
+    length = pd.Timedelta(days=offset.n) if isinstance(offset, Day) else pd.Timedelta(offset) if isinstance(offset, Tick) else None
+    if length is None or length <= pd.Timedelta(0):
         raise ValueError(f"era_length {era_length!r} must be a fixed positive duration such as '1D', '12h', '7D'")
-    return pd.Timedelta(offset)
+    return length
 
 
 def _era_slices(table: pd.DataFrame, eras: list[EraSpec]) -> tuple[pd.DataFrame, list[tuple[EraSpec, int, int]]]:
