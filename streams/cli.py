@@ -272,10 +272,10 @@ def _print_summary(summary, cfg: Settings) -> None:
 
     table = Table(title=f"run {cfg.run_id}: {len(summary.eras)} eras, feature set {cfg.feature_set}")
     for col in ("era", "rows", "tsfresh features", "rolling features"):
-        table.add_column(col, justify="right" if col != "era" else "left")
+        table.add_column(col, justify="right" if col != "era" else "left", no_wrap=True)
     for row in summary.eras.itertuples():
         table.add_row(f"{row.compartment_id}:{row.era_id}", f"{row.rows:,}", str(row.tsfresh_features), str(row.rolling_features))
-    Console().print(table)
+    Console(width=max(Console().width, 100)).print(table)
     secs = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(summary.stage_seconds.items()))
     print(f"seconds per stage (summed over eras): {secs}")
     if summary.selection:
