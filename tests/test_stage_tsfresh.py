@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_info
 from tsfresh import extract_features
-from tsfresh.feature_extraction import EfficientFCParameters, MinimalFCParameters
+from tsfresh.feature_extraction import ComprehensiveFCParameters, EfficientFCParameters, MinimalFCParameters
 
 from stages.tsfresh_features import (
     _PinnedBlasDistributor,
@@ -18,7 +18,7 @@ from stages.tsfresh_features import (
     feature_names,
 )
 
-SETTINGS = {"minimal": MinimalFCParameters, "efficient": EfficientFCParameters}
+SETTINGS = {"minimal": MinimalFCParameters, "efficient": EfficientFCParameters, "comprehensive": ComprehensiveFCParameters}
 
 
 def clean_era(n: int = 40, seed: int = 5) -> pd.DataFrame:
@@ -52,10 +52,16 @@ def direct(clean: pd.DataFrame, sensors: list[str], feature_set: str) -> dict[st
     return {s: row[[c for c in row.index if c.startswith(f"{s}__")]].rename(lambda c, s=s: c[len(s) + 2 :]) for s in sensors}
 
 
-@pytest.mark.parametrize("feature_set", ["minimal", "efficient"])
-def test_matches_tsfresh_called_directly(feature_set):
-    clean = clean_era()
-    sensors = ["air_temp_c", "rain_status", "spot_price_dkk_mwh"]
+@pytest.mark.parametrize(
+    ("feature_set", "n", "sensors"),
+    [
+        ("minimal", 40, ["air_temp_c", "rain_status", "spot_price_dkk_mwh"]),
+        ("efficient", 40, ["air_temp_c", "rain_status", "spot_price_dkk_mwh"]),
+        ("comprehensive", 60, ["air_temp_c"]),
+    ],
+)
+def test_matches_tsfresh_called_directly(feature_set, n, sensors):
+    clean = clean_era(n)
     got = extract_era_features(clean, sensors, feature_set)
     expected = direct(clean, sensors, feature_set)
 
