@@ -185,7 +185,7 @@ def _logging(cfg: Settings) -> None:
     import logging
 
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("librdkafka").setLevel(logging.WARNING)
+    logging.getLogger("librdkafka").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------- ingest

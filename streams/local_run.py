@@ -58,17 +58,24 @@ class DoneWatcher:
         self.done: dict[str, set[str]] = defaultdict(set)
         self.stage_seconds: dict[str, dict[str, float]] = {}
         self.selections: list[dict] = []
+        self.last_era_ts = 0
 
     def poll(self, timeout: float = 0.5) -> None:
         for msg in self.consumer.consume(num_messages=500, timeout=timeout):
             if msg.error() is not None:
                 continue
             notice = json.loads(msg.value())
+            notice["_ts"] = msg.timestamp()[1]
             if notice.get("kind") == "era":
+                self.last_era_ts = max(self.last_era_ts, notice["_ts"])
                 self.done[notice["era_key"]].add(notice["source"])
                 self.stage_seconds.setdefault(notice["era_key"], {}).update(notice.get("stage_seconds", {}))
             elif notice.get("kind") == "selection":
                 self.selections.append(notice)
+
+    def selection_covers(self, notice: dict, run_id: str, eras: int) -> bool:
+        """A selection of this run that ran after the last era of ours was stored."""
+        return notice["run_id"] == run_id and notice.get("complete_eras", 0) >= eras and notice["_ts"] >= self.last_era_ts
 
     def finished(self, keys: list[str]) -> int:
         return sum(1 for k in keys if self.done.get(k, set()) >= set(SOURCES))
@@ -126,7 +133,7 @@ def run_local(
             if on_progress:
                 on_progress("stored", done, len(keys))
             if done == len(keys):
-                if any(s["run_id"] == settings.run_id and s["eras"] >= len(set(keys)) for s in watcher.selections):
+                if any(watcher.selection_covers(s, settings.run_id, len(set(keys))) for s in watcher.selections):
                     selection_seen = True
                     break
             _check_alive(procs, log_dir)
@@ -136,7 +143,8 @@ def run_local(
         for key in keys:
             for stage, secs in watcher.stage_seconds.get(key, {}).items():
                 stage_seconds[stage] += secs
-        selection = next((s for s in reversed(watcher.selections) if s["run_id"] == settings.run_id), {}) if selection_seen else {}
+        covering = [s for s in watcher.selections if watcher.selection_covers(s, settings.run_id, len(set(keys)))]
+        selection = covering[-1] if selection_seen and covering else {}
         watcher.close()
     finally:
         stop_processes([p for group in procs.values() for p in group])

@@ -193,6 +193,10 @@ class SinkRunner:
         from stages.selection import select_features
 
         for run_id in sorted(self.selection.dirty_runs):
+            complete = self.writer.client.query(
+                "SELECT count() FROM eras FINAL WHERE run_id = {r:String} AND tsfresh_at IS NOT NULL AND rolling_at IS NOT NULL",
+                parameters={"r": run_id},
+            ).result_rows[0][0]
             matrix = feature_matrix(self.writer.client, run_id)
             if matrix.empty:
                 continue
@@ -205,7 +209,7 @@ class SinkRunner:
             self.writer.write_selection(result.table, selection_id, run_id, eras=len(matrix))
             log.info("%s: selection %s over %d eras kept %d of %d features in %.2f s", STAGE, selection_id, len(matrix),
                      len(result.selected), matrix.shape[1], time.perf_counter() - started)
-            _produce(self.producer, _notice(run_id, {"kind": "selection", "run_id": run_id, "eras": len(matrix),
+            _produce(self.producer, _notice(run_id, {"kind": "selection", "run_id": run_id, "eras": len(matrix), "complete_eras": int(complete),
                                                      "kept": len(result.selected), "features": int(matrix.shape[1])}))
         self.producer.flush(30)
         self.selection.dirty_runs.clear()
