@@ -21,6 +21,7 @@ Input rules (decided here, see docs/stages.md):
 
 from __future__ import annotations
 
+import csv
 import gzip
 import re
 import warnings
@@ -92,14 +93,33 @@ def _is_parquet(path: Path) -> bool:
         return fh.read(4) == b"PAR1"
 
 
+def _one_extra_field_lines(path: Path, gz: bool, n_fields: int) -> dict[int, str]:
+    """Lines with exactly one field more than the header, that extra field not empty.
+
+    With ``index_col=False`` pandas keeps such a line and silently drops its last field
+    (what makes a trailing comma harmless); a real extra value must not vanish unnoticed.
+    """
+    found: dict[int, str] = {}
+    opener = gzip.open if gz else open
+    with opener(path, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        for record in reader:
+            if len(record) == n_fields + 1 and record[-1].strip():
+                found[reader.line_num] = f"malformed line: expected {n_fields} fields, saw {n_fields + 1}"
+    return found
+
+
 def _read_csv_text(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
     """All cells as strings (NA markers -> NaN), each row's physical line, malformed lines.
 
     Blank lines are kept while parsing (so row i maps to a physical line) and dropped after.
     Lines with too many fields are skipped by pandas with a warning naming the line; those
-    become bad rows and are left out of the row -> line mapping.
+    become bad rows and are left out of the row -> line mapping. ``index_col=False`` stops
+    pandas from turning the timestamp into the index when rows end in a trailing comma.
     """
     name = str(path)
+    gz = _is_gzip(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -108,26 +128,31 @@ def _read_csv_text(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
                 dtype=str,
                 skip_blank_lines=False,
                 on_bad_lines="warn",
-                compression="gzip" if _is_gzip(path) else None,
+                index_col=False,
+                compression="gzip" if gz else None,
             )
+        skipped: dict[int, str] = {}
+        truncated = False
+        for w in caught:
+            text = str(w.message)
+            truncated |= "loss of data" in text
+            for line, reason in _SKIPPED_LINE.findall(text):
+                skipped[int(line)] = f"malformed line: {reason.strip()}"
+        extra = _one_extra_field_lines(path, gz, raw.shape[1]) if truncated else {}
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"{name}: no rows (empty file)") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as exc:
+    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as exc:
         raise InputError(f"{name}: unreadable CSV: {exc}") from exc
 
-    malformed: dict[int, str] = {}
-    for w in caught:
-        for line, reason in _SKIPPED_LINE.findall(str(w.message)):
-            malformed[int(line)] = f"malformed line: {reason.strip()}"
     # Physical lines 2, 3, ... minus the skipped ones, in order, are the parsed rows.
-    lines = np.arange(2, 2 + len(raw) + len(malformed))
-    if malformed:
-        lines = lines[~np.isin(lines, list(malformed))]
+    lines = np.arange(2, 2 + len(raw) + len(skipped))
+    if skipped:
+        lines = lines[~np.isin(lines, list(skipped))]
     lines = lines[: len(raw)]
-    blank = raw.isna().all(axis=1).to_numpy()
-    raw = raw.loc[~blank].reset_index(drop=True)
-    bad = [BadRow(name, line, reason) for line, reason in sorted(malformed.items())]
-    return raw, lines[~blank], bad
+    drop = raw.isna().all(axis=1).to_numpy() | np.isin(lines, list(extra))  # blank or truncated
+    raw = raw.loc[~drop].reset_index(drop=True)
+    bad = [BadRow(name, line, reason) for line, reason in sorted({**skipped, **extra}.items())]
+    return raw, lines[~drop], bad
 
 
 def _read_parquet(path: Path) -> tuple[pd.DataFrame, np.ndarray]:

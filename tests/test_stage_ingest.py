@@ -110,6 +110,15 @@ def test_malformed_line_is_a_bad_row(tmp_path):
     assert table.frame["x"].tolist() == [1.0, 3.0]
 
 
+def test_trailing_commas_are_harmless_but_an_extra_value_is_a_bad_row(tmp_path):
+    text = "timestamp,x\n2024-03-01 00:00:00,1,\n2024-03-01 00:01:00,2,\n2024-03-01 00:02:00,3,99\n2024-03-01 00:03:00,4,\n"
+    table = read_sensor_file(write(tmp_path, "s.csv", text))
+    assert table.sensors == ["x"]
+    assert table.frame["timestamp"].dt.minute.tolist() == [0, 1, 3]  # timestamp did not become the index
+    assert table.frame["x"].tolist() == [1.0, 2.0, 4.0]
+    assert [b.line for b in table.bad_rows] == [4]
+
+
 def test_text_column_is_ignored_not_a_sensor(tmp_path):
     text = "timestamp,x,note\n2024-03-01 00:00:00,1,ok\n2024-03-01 00:01:00,2,\n"
     table = read_sensor_file(write(tmp_path, "s.csv", text))
