@@ -386,6 +386,9 @@ def assign_eras(
     era gets the rows of its compartment in [start, end); rows outside every era are dropped
     (count them with :func:`unassigned_rows`). Eras without rows are left out either way.
     """
+    missing = [c for c in (TIMESTAMP, COMPARTMENT) if c not in table.columns]
+    if missing:
+        raise ValueError(f"assign_eras: the table has no {', '.join(missing)} column")
     if eras is None:
         eras = fixed_eras(table, era_length)
     else:

@@ -33,7 +33,10 @@ _FC_PARAMETERS = {
     "efficient": EfficientFCParameters,
     "comprehensive": ComprehensiveFCParameters,
 }
-_KIND = "value"  # tsfresh names columns "<column_value>__<feature>"
+# Internal long-form column names, chosen not to clash with sensor names such as "value";
+# tsfresh names its output columns "<column_value>__<feature>".
+_ID = "_sensor"
+_KIND = "_value"
 _NAME_PROBE_LENGTH = 40  # long enough that no calculator skips, short enough to be quick
 
 
@@ -70,7 +73,7 @@ def _extract_wide(long: pd.DataFrame, feature_set: str, n_jobs: int) -> pd.DataF
         warnings.simplefilter("ignore")  # calculators warn on short/flat series; values say enough
         return extract_features(
             long,
-            column_id="sensor",
+            column_id=_ID,
             column_sort=TIMESTAMP,
             column_value=_KIND,
             default_fc_parameters=fc_parameters(feature_set),
@@ -88,7 +91,7 @@ def _strip(columns: pd.Index) -> list[str]:
 @lru_cache(maxsize=None)
 def _feature_names(feature_set: str) -> tuple[str, ...]:
     t = np.arange(_NAME_PROBE_LENGTH, dtype="float64")
-    probe = pd.DataFrame({"sensor": "probe", TIMESTAMP: t, _KIND: np.sin(t) + 0.01 * t})
+    probe = pd.DataFrame({_ID: "probe", TIMESTAMP: t, _KIND: np.sin(t) + 0.01 * t})
     return tuple(_strip(_extract_wide(probe, feature_set, n_jobs=0).columns))
 
 
@@ -126,7 +129,7 @@ def extract_era_features(
     good = [s for s in sensors if clean[s].notna().all()]
     parts: dict[str, pd.DataFrame] = {}
     if good:
-        long = clean[[TIMESTAMP, *good]].melt(id_vars=TIMESTAMP, var_name="sensor", value_name=_KIND)
+        long = clean[[TIMESTAMP, *good]].melt(id_vars=TIMESTAMP, var_name=_ID, value_name=_KIND)
         long[_KIND] = long[_KIND].astype("float64")
         wide = _extract_wide(long, feature_set, n_jobs)
         wide.columns = _strip(wide.columns)

@@ -99,6 +99,15 @@ def test_fc_parameters():
         fc_parameters("Minimal")
 
 
+def test_sensor_names_that_look_like_internal_columns():
+    clean = clean_era(30).rename(columns={"air_temp_c": "value", "rain_status": "sensor"})
+    got = extract_era_features(clean, ["value", "sensor"], "minimal")
+    assert got["sensor"].unique().tolist() == ["value", "sensor"]
+    mean = got.set_index(["sensor", "feature"])["value"]
+    assert mean["value", "mean"] == pytest.approx(clean["value"].mean(), rel=1e-12)
+    assert mean["sensor", "mean"] == pytest.approx(clean["sensor"].mean(), rel=1e-12)
+
+
 def test_all_nan_sensor_gives_nan_for_every_name():
     clean = clean_era(n=30)
     clean["dead"] = np.nan
