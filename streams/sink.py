@@ -74,7 +74,7 @@ def rolling_rows(batch: FeatureBatch, frame: pd.DataFrame) -> pd.DataFrame:
 class SelectionPolicy:
     """Re-run selection when new eras arrived and the sink is idle, at most every `min_interval_s`."""
 
-    min_interval_s: float = 5.0
+    min_interval_s: float = 2.0
     dirty_runs: set[str] = field(default_factory=set)
     last_run: float = 0.0
 
