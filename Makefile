@@ -2,14 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml infra/kafka/pom.xml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml infra/kafka/pom.xml infra/install-system-deps.sh | sha1sum | cut -c1-12)
 SAMPLE ?= samples/greenhouse_sample.csv.gz
 
 .PHONY: install sample test bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml infra/kafka/pom.xml
+$(STAMP): pyproject.toml infra/kafka/pom.xml infra/install-system-deps.sh
+	infra/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
