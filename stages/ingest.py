@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import Day, Tick
+
+from stages.durations import fixed_duration
 
 TIMESTAMP = "timestamp"
 COMPARTMENT = "compartment_id"
@@ -328,18 +328,6 @@ def read_era_labels(path: str | Path) -> list[EraSpec]:
 # --------------------------------------------------------------------------- era assignment
 
 
-def _fixed_length(era_length: str) -> pd.Timedelta:
-    try:
-        offset = to_offset(era_length)
-    except ValueError as exc:
-        raise ValueError(f"era_length {era_length!r} is not a pandas offset: {exc}") from exc
-    # pandas 3 no longer counts Day ("1D") as a Tick, but on tz-naive UTC it is a fixed 24 h
-    length = pd.Timedelta(days=offset.n) if isinstance(offset, Day) else pd.Timedelta(offset) if isinstance(offset, Tick) else None
-    if length is None or length <= pd.Timedelta(0):
-        raise ValueError(f"era_length {era_length!r} must be a fixed positive duration such as '1D', '12h', '7D'")
-    return length
-
-
 def _era_slices(table: pd.DataFrame, eras: list[EraSpec]) -> tuple[pd.DataFrame, list[tuple[EraSpec, int, int]]]:
     """The table sorted by (compartment, timestamp) and each era's [lo, hi) row range in it."""
     ordered = table.sort_values([COMPARTMENT, TIMESTAMP], kind="stable").reset_index(drop=True)
@@ -365,7 +353,7 @@ def _era_slices(table: pd.DataFrame, eras: list[EraSpec]) -> tuple[pd.DataFrame,
 def fixed_eras(table: pd.DataFrame, era_length: str = "1D") -> list[EraSpec]:
     """Periods of ``era_length`` aligned to the Unix epoch (so '1D' = UTC days), per compartment,
     holding at least one row; era_id is the period start as ``YYYY-MM-DDTHH:MM:SS``."""
-    length = _fixed_length(era_length)
+    length = fixed_duration(era_length, "era_length")
     if len(table) == 0:
         return []
     starts = table[TIMESTAMP].dt.floor(length)

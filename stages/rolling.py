@@ -15,25 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
-from pandas.tseries.offsets import Tick
 
 from stages.backend import ArrayBackend, resolve
+from stages.durations import fixed_duration
 
 TIMESTAMP = "timestamp"
 STATS: tuple[str, ...] = ("mean", "std", "min", "max")
 SUMMARY_AGGS: tuple[str, ...] = ("mean", "max")
 SERIES_COLUMNS = [TIMESTAMP, "sensor", "window", *STATS]
 SUMMARY_COLUMNS = ["sensor", "feature", "value"]
-
-
-def _check_window(window: str) -> None:
-    try:
-        offset = to_offset(window)
-    except ValueError as exc:
-        raise ValueError(f"rolling window {window!r} is not a pandas offset: {exc}") from exc
-    if not isinstance(offset, Tick) or pd.Timedelta(offset) <= pd.Timedelta(0):
-        raise ValueError(f"rolling window {window!r} must be a fixed positive duration such as '5min'")
 
 
 def summary_feature(window: str, stat: str, agg: str) -> str:
@@ -47,7 +37,7 @@ def rolling_series(
     """One row per timestamp x sensor x window with the rolling mean, std, min and max."""
     resolve(backend)  # the GPU path is not written yet: any backend computes with pandas here
     for w in windows:
-        _check_window(w)
+        fixed_duration(w, "rolling window")
     missing = [c for c in [TIMESTAMP, *sensors] if c not in clean.columns]
     if missing:
         raise ValueError(f"rolling_series: missing column(s) {', '.join(missing)}")

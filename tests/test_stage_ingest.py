@@ -238,6 +238,19 @@ def test_fixed_period_eras_split_correctly_and_never_mix_compartments():
     assert sum(len(f) for _, f in eras) == len(table)
 
 
+def test_default_era_length_is_utc_days():
+    table = make_table(["2024-03-01 00:00", "2024-03-01 23:59", "2024-03-02 00:00", "2024-03-08 12:00"], ["a"] * 4)
+    eras = assign_eras(table)  # era_length="1D"
+    assert [(e.era_id, len(f)) for e, f in eras] == [
+        ("2024-03-01T00:00:00", 2),
+        ("2024-03-02T00:00:00", 1),
+        ("2024-03-08T00:00:00", 1),
+    ]
+    assert all(e.end - e.start == pd.Timedelta(days=1) for e, _ in eras)
+    week = assign_eras(table, era_length="7D")  # epoch-aligned: 1970-01-01 was a Thursday
+    assert [e.start.day_name() for e, _ in week] == ["Thursday", "Thursday"]
+
+
 def test_fixed_period_rejects_calendar_offsets():
     with pytest.raises(ValueError, match="fixed"):
         assign_eras(make_table(["2024-03-01"], ["a"]), era_length="MS")

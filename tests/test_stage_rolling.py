@@ -39,6 +39,13 @@ def test_equals_pandas_rolling():
                 np.testing.assert_allclose(mine[stat].to_numpy(), ref.to_numpy(), rtol=1e-12, equal_nan=True)
 
 
+def test_day_window_is_accepted():
+    clean = clean_era(60).assign(timestamp=lambda f: pd.date_range("2024-03-01", periods=60, freq="2h"))
+    got = rolling_series(clean, ["air_temp_c"], ["1D"])
+    ref = pd.Series(clean["air_temp_c"].to_numpy(), index=pd.DatetimeIndex(clean["timestamp"])).rolling("1D").mean()
+    np.testing.assert_allclose(got["mean"].to_numpy(), ref.to_numpy(), rtol=1e-12)
+
+
 def test_windows_are_time_based_not_row_based():
     """With a gap, a 5-minute window holds fewer than 5 rows: time decides, not row count."""
     clean = clean_era(20).drop(index=range(5, 15)).reset_index(drop=True)
