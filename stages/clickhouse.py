@@ -160,10 +160,11 @@ class ClickHouseWriter:
         try:
             self.client.insert_df(table, frame, settings={"insert_deduplication_token": token})
         except Exception as exc:
-            raise _classify(exc) from exc
+            raise classify_error(exc) from exc
 
 
-def _classify(exc: Exception) -> Exception:
+def classify_error(exc: Exception) -> Exception:
+    """ClickHouseUnavailable for failures worth retrying (network, server down), else ClickHouseError."""
     text = f"{type(exc).__name__}: {exc}"
     transient = ("Connection", "Timeout", "timed out", "refused", "503", "502", "Network", "OperationalError")
     if any(word.lower() in text.lower() for word in transient):

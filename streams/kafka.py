@@ -73,6 +73,6 @@ def producer(settings: Settings, transactional_id: str | None = None, **extra: A
     }
     if transactional_id:
         config["transactional.id"] = transactional_id
-        config["transaction.timeout.ms"] = 120_000
+        config["transaction.timeout.ms"] = 60_000
     config.update(extra)
     return Producer(config)

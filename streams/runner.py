@@ -14,14 +14,17 @@ import os
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from schemas.codec import MessageDecodeError, decode_era_chunk, encode_era_chunk
-from streams import kafka, metrics
+from streams import failpoints, kafka, metrics
 from streams.assembler import CompleteEra, EraAssembler
+from streams.slots import transactional_id
 from streams.settings import Settings
 from streams.topics import dlq
 
@@ -71,16 +74,26 @@ def worker_name(stage: str) -> str:
 class TransactionalStageRunner:
     """Runs one EraProcessor as a member of the stage's consumer group."""
 
-    def __init__(self, settings: Settings, stage: str, source_topic: str, processor: EraProcessor, group_id: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        stage: str,
+        source_topic: str,
+        processor: EraProcessor,
+        group_id: str | None = None,
+        run_id: str | None = None,
+    ):
         self.settings = settings
         self.stage = stage
         self.source_topic = source_topic
         self.processor = processor
         self.group_id = group_id or f"erastream.{stage}"
+        self.run_id = run_id  # set: outputs are re-stamped with this run id (replays)
         self.assembler = EraAssembler()
         self.name = worker_name(stage)
-        self._consumer: Consumer | None = None
         self._assigned: set[int] = set()
+        self._held: list[Message] = []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-compute")
 
     # ------------------------------------------------------------------ loop
     def run(self, should_stop: StopFlag) -> None:
@@ -90,24 +103,28 @@ class TransactionalStageRunner:
             **{"client.id": self.name, "statistics.interval.ms": 10_000,
                "stats_cb": lambda s: metrics.record_lag(self.stage, _json(s))},
         )
-        producer = kafka.producer(self.settings, transactional_id=f"erastream-{self.name}")
-        producer.init_transactions(60)
-        self._consumer = consumer
+        txn_id = transactional_id(self.settings.data_dir / "slots", self.group_id)
+        producer = kafka.producer(self.settings, transactional_id=txn_id)
+        producer.init_transactions(60)  # fences a dead predecessor with this id and aborts its open transaction
         consumer.subscribe([self.source_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        log.info("%s consuming %s as group %s", self.name, self.source_topic, self.group_id)
+        log.info("%s consuming %s as group %s (transactional.id %s)", self.name, self.source_topic, self.group_id, txn_id)
         try:
             while not should_stop():
-                messages = consumer.consume(num_messages=64, timeout=self.settings.consumer_poll_timeout_s)
+                messages, self._held = self._held, []
+                if not messages:
+                    messages = consumer.consume(num_messages=64, timeout=self.settings.consumer_poll_timeout_s)
                 if not messages:
                     continue
-                outputs = self._handle(messages)
+                outputs = self._handle(consumer, messages)
+                failpoints.hit(f"{self.stage}.before_commit")
                 self._commit(producer, consumer, outputs)
         finally:
             consumer.close()
             producer.flush(10)
+            self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("%s stopped", self.name)
 
-    def _handle(self, messages: list[Message]) -> list[Output]:
+    def _handle(self, consumer: Consumer, messages: list[Message]) -> list[Output]:
         outputs: list[Output] = []
         for msg in messages:
             err = msg.error()
@@ -115,8 +132,10 @@ class TransactionalStageRunner:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s consume error: %s", self.name, err)
                 continue
-            metrics.MESSAGES.labels(self.stage).inc()
             partition, offset = msg.partition(), msg.offset()
+            if partition not in self._assigned:
+                continue  # revoked while this batch was in hand: its new owner reads it again
+            metrics.MESSAGES.labels(self.stage).inc()
             try:
                 chunk = decode_era_chunk(msg.value(), topic=msg.topic(), partition=partition, offset=offset)
             except MessageDecodeError as exc:
@@ -125,15 +144,45 @@ class TransactionalStageRunner:
                 metrics.DEAD_LETTERS.labels(self.stage).inc()
                 self.assembler.note_consumed(partition, offset)
                 continue
+            if self.run_id:
+                chunk.run_id = self.run_id
             era = self.assembler.add(chunk, partition, offset)
             if era is not None:
-                outputs.extend(self._process(era))
+                outputs.extend(self._compute_paused(consumer, era))
         metrics.IN_FLIGHT.labels(self.stage).set(self.assembler.in_flight())
         return outputs
+
+    def _compute_paused(self, consumer: Consumer, era: CompleteEra) -> list[Output]:
+        """Compute in a thread while this one keeps polling with every partition paused.
+
+        Polling keeps the worker in its group however long the era takes (no
+        max.poll.interval.ms to tune) and serves rebalances; messages of partitions
+        assigned meanwhile are held for the next batch. An era whose partition was
+        revoked meanwhile is dropped: its new owner computes it again.
+        """
+        future = self._executor.submit(self._process, era)
+        paused = consumer.assignment()
+        consumer.pause(paused)
+        try:
+            while True:
+                try:
+                    return_value = future.result(timeout=0.2)
+                    break
+                except FuturesTimeout:
+                    msg = consumer.poll(0.3)
+                    if msg is not None:
+                        self._held.append(msg)
+        finally:
+            consumer.resume(consumer.assignment())
+        if era.partition not in self._assigned:
+            log.info("%s: partition %d was revoked while computing era %s; dropped", self.name, era.partition, era.key)
+            return []
+        return return_value
 
     def _process(self, era: CompleteEra) -> list[Output]:
         started = time.perf_counter()
         try:
+            failpoints.hit(f"{self.stage}.in_era")
             outputs = self.processor(era)
         except Exception as exc:  # a bad era must not stop the stage
             log.exception("%s failed on era %s; its chunks go to %s", self.stage, era.key, dlq(self.source_topic))
@@ -176,6 +225,7 @@ class TransactionalStageRunner:
     def _rewind(self, consumer: Consumer) -> None:
         """Back to the committed offsets: the aborted batch is read and computed again."""
         self.assembler.clear()
+        self._held.clear()
         partitions = [TopicPartition(self.source_topic, p) for p in sorted(self._assigned)]
         if not partitions:
             return
@@ -188,6 +238,7 @@ class TransactionalStageRunner:
     # ------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update(tp.partition for tp in partitions)
+        self.assembler.drop([tp.partition for tp in partitions])  # start clean from the committed offset
         log.info("%s assigned %s", self.name, sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -22,8 +22,10 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from schemas.codec import FeatureBatch, MessageDecodeError, decode_feature_batch
 from schemas.payload import frame_from_ipc
-from stages.clickhouse import ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, connect
-from streams import kafka, metrics
+from stages.clickhouse import (
+    ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, classify_error, connect,
+)
+from streams import failpoints, kafka, metrics
 from streams.runner import StopFlag, dead_letter, worker_name, _produce
 from streams.settings import Settings
 from streams.topics import ERAS_DONE, FEATURES_ROLLING, FEATURES_TSFRESH
@@ -131,6 +133,7 @@ class SinkRunner:
                 backoff = min(backoff * 2, 30.0)
         self._resume(consumer)
         self.producer.flush(30)
+        failpoints.hit("sink.after_insert")  # tests: die between the ClickHouse insert and the offset commit
         offsets: dict[tuple[str, int], int] = {}
         for msg in messages:
             key = (msg.topic(), msg.partition())
@@ -160,7 +163,11 @@ class SinkRunner:
                     self._era_finished(batch)
             except ClickHouseUnavailable:
                 raise
-            except (ClickHouseError, KeyError, ValueError, TypeError) as exc:
+            except Exception as exc:
+                if not isinstance(exc, ClickHouseError):
+                    exc = classify_error(exc)
+                    if isinstance(exc, ClickHouseUnavailable):
+                        raise exc from None
                 log.error("%s: cannot store %s[%d]@%d: %s -> dead letter", STAGE, msg.topic(), msg.partition(), msg.offset(), exc)
                 _produce(self.producer, dead_letter(msg, STAGE, exc))
                 metrics.DEAD_LETTERS.labels(STAGE).inc()

@@ -83,6 +83,8 @@ def spawn_stage(settings: Settings, name: str, workers: int, log_dir: Path | Non
         env.setdefault(var, "1")
     procs = []
     for i in range(workers):
+        if settings.metrics_port:  # one /metrics port per worker process
+            env["METRICS_PORT"] = str(settings.metrics_port + i)
         cmd = [sys.executable, "-m", "streams.cli", "stage", name, "--workers", "1"]
         if group_id:
             cmd += ["--group", group_id]
