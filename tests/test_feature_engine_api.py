@@ -113,3 +113,19 @@ def test_kernel_coverage_lists_the_comprehensive_set():
     assert cov["mean"] is True
     assert "linear_trend_timewise" in cov
     assert all(isinstance(v, bool) for v in cov.values())
+
+
+def test_parameters_a_kernel_does_not_take_go_to_tsfresh():
+    """Unusual parameters (a pvalue attr, an aggregator ndarray lacks) get tsfresh's answer
+    (NaN where tsfresh raises) instead of crashing the stage."""
+    rng = np.random.default_rng(4)
+    x = np.cumsum(rng.normal(size=200))
+    params = {"agg_linear_trend": [{"attr": "pvalue", "chunk_len": 5, "f_agg": "mean"}],
+              "partial_autocorrelation": [{"lag": 150}]}
+    got = _as_dict(extract_features_fast({"x": x}, params))["x"]
+    ref = _tsfresh_long({"x": x}, params)["x"]
+    assert not mismatches(ref, got)
+    bad = {"agg_linear_trend": [{"attr": "slope", "chunk_len": 5, "f_agg": "median"}]}
+    got = _as_dict(extract_features_fast({"x": x}, bad))["x"]
+    assert list(got) == ['agg_linear_trend__attr_"slope"__chunk_len_5__f_agg_"median"']
+    assert np.isnan(list(got.values())[0])

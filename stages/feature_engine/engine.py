@@ -44,12 +44,16 @@ def _compute_group(X: np.ndarray, steps, use_kernels: bool) -> np.ndarray:
     blocks = []
     for func, params, name, names in steps:
         k = KERNELS.get(name) if use_kernels and not callable_is_custom(func) else None
+        v = None
         if k is not None and k.applies(n):
-            with np.errstate(all="ignore"):
-                v = np.asarray(k.fn(X, params), dtype=np.float64)
-            if v.shape != (X.shape[0], len(names)):
+            try:
+                with np.errstate(all="ignore"):
+                    v = np.asarray(k.fn(X, params), dtype=np.float64)
+            except Exception:  # noqa: BLE001 - parameters the kernel does not take: tsfresh decides
+                v = None
+            if v is not None and v.shape != (X.shape[0], len(names)):
                 raise AssertionError(f"kernel {name} returned {v.shape}, expected {(X.shape[0], len(names))}")
-        else:
+        if v is None:
             v = fallback.fallback_block(func, X, params)
         blocks.append(v)
     if not blocks:
