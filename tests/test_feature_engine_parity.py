@@ -62,3 +62,12 @@ def test_kernel_matches_tsfresh_property(name, data):
     series = {f"s{i}": np.asarray(x, dtype=float) for i, x in enumerate(data)}
     bad = check(name, series)
     assert not bad, "\n".join(bad[:20])
+
+
+def test_benford_first_digits_at_boundaries():
+    vals = np.array([0.3, 0.1 + 0.2, 1.0, 0.9999999999999999, 10.0, 9.999999999999998, 1e-300,
+                     5e-324, 1e300, 0.0, -0.0, 123.456, 2.0000000000000004, 7e22, 0.07])
+    rng = np.random.default_rng(9)
+    series = {"edges": np.tile(vals, 10), "mixed": np.r_[vals, rng.lognormal(0, 5, size=500)]}
+    bad = check("benford_correlation", series)
+    assert not bad, "\n".join(bad)

@@ -23,6 +23,9 @@ __all__ = ["extract_features_fast", "kernel_coverage", "plan"]
 
 #: Work (samples x sensors) below which n_jobs > 1 still runs in one process.
 PARALLEL_MIN_SAMPLES = 20_000
+#: Calculators whose kernels are single NumPy passes: a set made of these only (the minimal
+#: set) is cheaper than starting worker processes.
+_CHEAP = frozenset(_simple.CHEAP)
 
 
 def plan(fc_parameters: Mapping) -> list[tuple[object, object, str, tuple[str, ...]]]:
@@ -127,7 +130,8 @@ def extract_features_fast(
     steps = plan(fc_parameters)
     names = [nm for s in steps for nm in s[3]]
     work = sum(len(a) for a in arrays)
-    if n_jobs and n_jobs > 1 and len(arrays) > 1 and work >= PARALLEL_MIN_SAMPLES:
+    heavy = any(s[2] not in _CHEAP for s in steps)
+    if n_jobs and n_jobs > 1 and len(arrays) > 1 and heavy and work >= PARALLEL_MIN_SAMPLES:
         groups = _split([len(a) for a in arrays], min(n_jobs, len(arrays)))
         ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
         values = np.full((len(arrays), len(names)), np.nan)

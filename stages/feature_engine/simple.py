@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import register
+from .registry import KERNELS, register
 
 # --------------------------------------------------------------------------- helpers
 
@@ -456,3 +456,76 @@ def fft_aggregated(X, params):
 
 
 register("fft_aggregated")(fft_aggregated)
+
+# --------------------------------------------------------------------------- corridors
+
+
+def change_quantiles(X, params):
+    """tsfresh's change_quantiles: pandas' qcut corridor is ``q_lo <= x <= q_hi`` with the
+    quantiles of np.quantile (what pandas calls); the aggregate runs on the same compacted
+    array as tsfresh's, so the same rounding."""
+    m, n = X.shape
+    out = np.zeros((m, len(params)))
+    qs = sorted({p["ql"] for p in params} | {p["qh"] for p in params})
+    Q = {q: v for q, v in zip(qs, np.quantile(X, qs, axis=1))}  # each (m,)
+    D = np.diff(X, axis=1)
+    DA = np.abs(D)
+    sel_cache: dict = {}
+    for j, p in enumerate(params):
+        ql, qh, isabs, f_agg = p["ql"], p["qh"], p["isabs"], p["f_agg"]
+        if ql >= qh:
+            continue
+        key = (ql, qh)
+        if key not in sel_cache:
+            inside = (X >= Q[ql][:, None]) & (X <= Q[qh][:, None])
+            sel_cache[key] = inside[:, 1:] & inside[:, :-1]
+        ind = sel_cache[key]
+        agg = getattr(np, f_agg)
+        src = DA if isabs else D
+        for i in range(m):
+            sel = src[i][ind[i]]
+            if sel.size:
+                out[i, j] = agg(sel)
+    return out
+
+
+register("change_quantiles")(change_quantiles)
+
+# --------------------------------------------------------------------------- first digits
+
+_BENFORD = np.array([np.log10(1 + 1 / n) for n in range(1, 10)])
+
+
+def _first_digits(v: np.ndarray) -> np.ndarray:
+    """First character of np.format_float_scientific(v) for v >= 0 (0 for zero), vectorised;
+    values whose mantissa lies near a digit boundary take the string route tsfresh takes."""
+    d = np.zeros(v.shape, dtype=np.int64)
+    pos = v > 0
+    with np.errstate(all="ignore"):
+        e = np.floor(np.log10(np.where(pos, v, 1.0)))
+        mant = np.where(pos, v / 10.0**e, 0.0)
+    fl = np.floor(mant)
+    frac = mant - fl
+    unsure = pos & ((frac < 1e-6) | (frac > 1 - 1e-6) | (mant < 1) | (mant >= 10) | ~np.isfinite(mant))
+    d[pos] = fl[pos].astype(np.int64)
+    for idx in zip(*np.nonzero(unsure)):
+        d[idx] = int(str(np.format_float_scientific(v[idx]))[:1])
+    return d
+
+
+def benford_correlation(X, params):
+    D = _first_digits(np.abs(np.nan_to_num(X)))
+    n = X.shape[1]
+    out = np.empty((X.shape[0], 1))
+    for i in range(X.shape[0]):
+        counts = np.bincount(D[i], minlength=10)[1:10]
+        with np.errstate(all="ignore"):
+            out[i, 0] = np.corrcoef(_BENFORD, counts / n)[0, 1]
+    return out
+
+
+register("benford_correlation")(benford_correlation)
+
+
+#: Every calculator registered in this module (single NumPy passes, no per-series loops).
+CHEAP = frozenset(k for k, v in KERNELS.items() if v.fn.__module__ == __name__)
