@@ -194,14 +194,23 @@ def ingest(
     path: Path = typer.Argument(..., help="a CSV/CSV.gz/Parquet file or a directory of them"),
     eras: Optional[Path] = typer.Option(None, "--eras", help="era labels CSV: era_id, compartment_id, start_time, end_time"),
     era_length: str = typer.Option("1D", "--era-length", help="fixed era length when no --eras file (pandas offset: 1D, 12h)"),
+    follow: bool = typer.Option(False, "--follow", help="keep watching PATH (a directory) and publish new files as they land, until SIGTERM/Ctrl-C"),
+    grace: str = typer.Option("10min", "--grace", help="with --follow: close an open era once the clock passes its end by this much (10min, 2h; 0: at once; never: only when later data arrives)"),
+    poll: float = typer.Option(5.0, "--poll", help="with --follow: seconds between directory scans (a file is read once its size held for one scan)"),
 ) -> None:
-    """Validate sensor files and publish their eras to eras.raw (one transaction per call)."""
+    """Validate sensor files and publish their eras to eras.raw (one transaction per call).
+
+    With --follow, PATH is a landing directory: each new file is published once (remembered across restarts under DATA_DIR/follow/); eras stay open across files and close when data past their end arrives or their end passes by the grace period.
+    """
     from stages.ingest import InputError
     from streams.ingest import publish
 
     cfg = settings()
     _logging(cfg)
     _require_broker(cfg)
+    if follow:
+        _follow(cfg, path, eras, era_length, grace, poll)
+        return
     try:
         with _progress() as progress:
             task = progress.add_task("publishing eras", total=None)
@@ -212,6 +221,25 @@ def ingest(
     _print_ingest(report)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _follow(cfg: Settings, path: Path, eras: Optional[Path], era_length: str, grace: str, poll: float) -> None:
+    from stages.era_window import parse_grace
+    from stages.ingest import InputError
+    from streams.follow import DirectoryFollower, FollowError
+    from streams.workers import StopSignal
+
+    try:
+        follower = DirectoryFollower(cfg, path, eras, era_length, parse_grace(grace), poll, on_event=lambda m: console.print(m))
+        totals = follower.run(StopSignal())  # SIGTERM/Ctrl-C: stop after the current poll
+    except (InputError, FollowError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except ValueError as exc:  # a bad --grace or --era-length
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"stopped: {totals.files} file(s) published ({totals.rows:,} rows, {totals.chunks} chunks), "
+                  f"{totals.failed} failed, {totals.eras_closed} era(s) closed, {totals.late_rows:,} late row(s) dropped")
 
 
 def _progress():

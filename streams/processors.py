@@ -5,6 +5,7 @@ The computation itself lives in stages/; this module only knows envelopes and to
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,9 +24,27 @@ MAX_PAYLOAD_BYTES = 900_000  # under the broker's 1 MiB default with room for th
 
 
 def era_frame(era: CompleteEra) -> pd.DataFrame:
-    """The era's rows from all its chunks, in chunk order."""
+    """The era's rows from all its chunks, in chunk order.
+
+    Chunks without rows (the closing chunk of a followed era may have none) are left out; a
+    column that only later chunks carry (a sensor that appeared in a later file) is NaN in
+    the rows of the earlier ones.
+    """
     frames = [frame_from_ipc(chunk.payload) for chunk in era.chunks]
+    frames = [f for f in frames if len(f)] or frames[:1]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def era_sensors(era: CompleteEra) -> list[str]:
+    """The union of the chunks' sensor lists, in order of first appearance.
+
+    A batch ingest gives every chunk the same list; a followed era may gain sensors in later
+    chunks (see stages/era_window.py).
+    """
+    sensors: list[str] = []
+    for chunk in era.chunks:
+        sensors += [s for s in chunk.sensors if s not in sensors]
+    return sensors
 
 
 def sized_slices(frame: pd.DataFrame, max_rows: int, max_bytes: int = MAX_PAYLOAD_BYTES) -> Iterator[tuple[int, int, bytes]]:
@@ -95,9 +114,12 @@ class PreprocessProcessor:
         from stages.preprocess import preprocess_era
 
         started = time.perf_counter()
-        clean = preprocess_era(era_frame(era), list(era.first.sensors))
+        sensors = era_sensors(era)
+        frame = era_frame(era).reindex(columns=["timestamp", *sensors])  # a sensor no chunk carried: NaN
+        clean = preprocess_era(frame, sensors)
         seconds = {"preprocess": round(time.perf_counter() - started, 6)}
-        chunks = era_chunks(clean, era.first, "preprocess", self.settings.batch_size, seconds)
+        template = dataclasses.replace(era.first, sensors=sensors)
+        chunks = era_chunks(clean, template, "preprocess", self.settings.batch_size, seconds)
         return [Output(ERAS_CLEAN, era.key, encode_era_chunk(c)) for c in chunks]
 
 
