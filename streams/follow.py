@@ -153,6 +153,7 @@ class DirectoryFollower:
         digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
         self.state_path = Path(self.settings.data_dir).resolve() / "follow" / f"{digest}.json"
         self.transactional_id = f"erastream-follow-{digest}"
+        self._saved: str | None = None
         self.state = self._load_state()
         self.totals = FollowTotals()
         self._seen: dict[str, tuple[int, int]] = {}
@@ -419,7 +420,8 @@ class DirectoryFollower:
         if not self.state_path.exists():
             return fresh
         try:
-            state = json.loads(self.state_path.read_text())
+            self._saved = self.state_path.read_text()
+            state = json.loads(self._saved)
         except (OSError, ValueError) as exc:
             raise FollowError(f"{self.state_path}: unreadable follow state ({exc}); move it away to start over") from None
         if state.get("version") != STATE_VERSION:
@@ -435,17 +437,21 @@ class DirectoryFollower:
 
     def _save_state(self) -> None:
         """Write temp file, fsync, rename: a crash leaves the old state or the new, never half."""
+        text = json.dumps(self.state, indent=1, sort_keys=True)
+        if text == self._saved:
+            return  # an idle poll: nothing to write
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=self.state_path.name, suffix=".tmp", dir=self.state_path.parent)
         try:
             with os.fdopen(fd, "w") as fh:
-                json.dump(self.state, fh, indent=1, sort_keys=True)
+                fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.state_path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._saved = text
 
 
 def _sha256(path: Path) -> str:
