@@ -350,6 +350,83 @@ def features(
     console.print(f"wrote {len(frame)} rows x {frame.shape[1]} columns to {output}")
 
 
+# ---------------------------------------------------------------- dead letters, status
+dlq_app = typer.Typer(help="Inspect the dead letters in the .dlq topics and replay them after a fix.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topic: Optional[list[str]] = typer.Option(None, "--topic", "-t", help="a dlq topic or the topic it twins (repeatable; default: all four)"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="show at most N dead letters"),
+    as_json: bool = typer.Option(False, "--json", help="JSON for machines"),
+) -> None:
+    """Show dead letters: where they failed (source topic, partition, offset, stage) and the error."""
+    from streams.dead_letters import list_dead_letters, rich_table, to_json, to_tsv
+
+    cfg = settings()
+    _require_broker(cfg)
+    letters = list_dead_letters(cfg, topic, limit)
+    out = Console()
+    if as_json:
+        print(to_json(letters))
+    elif out.is_terminal:
+        Console(width=max(out.width, 120)).print(rich_table(letters))
+    else:
+        print(to_tsv(letters))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    topic: Optional[list[str]] = typer.Option(None, "--topic", "-t", help="a dlq topic or the topic it twins (repeatable; default: all four)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be replayed, send nothing"),
+    as_json: bool = typer.Option(False, "--json", help="JSON for machines"),
+    timeout: float = typer.Option(120.0, "--timeout", help="give up after this many seconds (what was sent stays sent, once)"),
+    group: str = typer.Option("erastream.dlq-replay", "--group", help="consumer group that remembers what was replayed"),
+) -> None:
+    """Send dead letters back to their source topic, each once (consumer group erastream.dlq-replay)."""
+    import json
+
+    from streams.dead_letters import ReplayError, replay_dead_letters
+
+    cfg = settings()
+    _logging(cfg)
+    _require_broker(cfg)
+    try:
+        report = replay_dead_letters(cfg, topic, dry_run=dry_run, group_id=group, timeout=timeout)
+    except ReplayError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        verb = "would replay" if dry_run else "replayed"
+        targets = ", ".join(f"{n} to {t}" for t, n in report.by_target.items())
+        print(f"{verb} {len(report.letters)} dead letter(s)" + (f": {targets}" if targets else ""))
+    if not report.complete:
+        console.print("[yellow]timed out before reaching the end of every dlq partition; run it again for the rest[/yellow]")
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    as_json: bool = typer.Option(False, "--json", help="JSON for machines"),
+    scan_limit: int = typer.Option(10_000, "--scan-limit", min=1, help="read at most this many waiting messages per partition"),
+) -> None:
+    """Per stage: group state and members, lag, eras in flight, eras completed; dead letters per topic."""
+    import json
+
+    from streams.status import collect_status, render
+
+    cfg = settings()
+    _require_broker(cfg)
+    report = collect_status(cfg, scan_limit=scan_limit)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        render(report, Console(width=max(Console().width, 120)))
+
+
 def main() -> None:
     try:
         app()
