@@ -94,6 +94,19 @@ def _worker_init():
         pass
 
 
+def _one_blas_thread():
+    """BLAS pinned to one thread: the kernels' matrices are small or tall-and-thin, and BLAS
+    threads on a shared machine cost more than they give (DESIGN.md, cost facts)."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(1, user_api="blas")
+    except Exception:  # noqa: BLE001
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def _worker(args):
     arrays, fc_parameters, use_kernels = args
     return _compute(arrays, plan(fc_parameters), use_kernels)
@@ -140,7 +153,8 @@ def extract_features_fast(
             for g, res in zip(groups, pool.map(_worker, jobs)):
                 values[g] = res
     else:
-        values = _compute(arrays, steps, use_kernels)
+        with _one_blas_thread():
+            values = _compute(arrays, steps, use_kernels)
     return pd.DataFrame(
         {
             "sensor": np.repeat(np.asarray(sensors, dtype=object), len(names)),
