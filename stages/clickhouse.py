@@ -7,6 +7,9 @@ directory. chDB locks that directory: one process at a time may open it.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,11 @@ def connect(url: str | None, path: Path) -> Any:
 
     if not url:
         Path(path).mkdir(parents=True, exist_ok=True)
+        if chdb_locked(path):
+            raise ClickHouseError(
+                f"the embedded ClickHouse in {path} is in use by another process (a running sink?); "
+                "stop it or set CLICKHOUSE_URL to a server"
+            )
         try:
             return clickhouse_connect.get_client(interface="chdb", path=str(Path(path).resolve()))
         except Exception as exc:
@@ -65,6 +73,31 @@ def connect(url: str | None, path: Path) -> Any:
         )
     except Exception as exc:
         raise ClickHouseUnavailable(f"cannot reach ClickHouse at {parsed.hostname}:{parsed.port}: {exc}") from exc
+
+
+def chdb_locked(path: Path) -> bool:
+    """Whether another process holds the embedded ClickHouse directory.
+
+    chDB, like a ClickHouse server, holds an exclusive flock on `<path>/status` while it
+    runs and removes the file when it closes. (Opening a held directory fails with a
+    message that does not name the lock; the lock is only printed to stderr.)
+    """
+    status = Path(path) / "status"
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def apply_schema(client: Any) -> list[str]:

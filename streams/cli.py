@@ -311,6 +311,48 @@ def _print_summary(summary, cfg: Settings) -> None:
     print(f"wall time {summary.wall_seconds:.1f} s")
 
 
+# ---------------------------------------------------------------- replay
+@app.command("replay")
+def replay(
+    stage_name: str = typer.Option(..., "--stage", help="preprocess | tsfresh | rolling | sink"),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="reprocess everything the input topic holds"),
+    from_timestamp: Optional[str] = typer.Option(None, "--from-timestamp", help="reprocess messages published at or after this ISO 8601 time (UTC unless an offset is given)"),
+    new_run_id: Optional[str] = typer.Option(None, "--run-id", help="store results under this new run id (a consumer group of its own); default: overwrite the same run"),
+    run_now: bool = typer.Option(True, "--run/--no-run", help="process until caught up with the topic's end as of now (default), or only move the offsets"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="give up processing after this many seconds"),
+) -> None:
+    """Backfill: move a stage's consumer group to the beginning or a timestamp and reprocess."""
+    import time as _time
+
+    from streams.replay import CaughtUp, ReplayError, parse_timestamp, plan_replay
+    from streams.workers import run_stage
+
+    if from_beginning == (from_timestamp is not None):
+        console.print("[red]error:[/red] give exactly one of --from-beginning and --from-timestamp")
+        raise typer.Exit(2)
+    cfg = settings()
+    _logging(cfg)
+    _require_broker(cfg)
+    try:
+        when = parse_timestamp(from_timestamp) if from_timestamp else None
+        plan = plan_replay(cfg, stage_name, when, new_run_id)
+    except ReplayError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"group {plan.group_id} moved; {plan.messages} message(s) to reprocess")
+    if not run_now:
+        console.print(f"start the stage to reprocess: erastream stage {stage_name}" + ("" if not new_run_id else f" --group {plan.group_id}"))
+        return
+    caught_up = CaughtUp(cfg, plan)
+    deadline = None if timeout is None else _time.monotonic() + timeout
+    run_stage(cfg, stage_name, group_id=plan.group_id, run_id=new_run_id,
+              until=lambda: caught_up() or (deadline is not None and _time.monotonic() > deadline))
+    if not caught_up():
+        console.print("[yellow]stopped before catching up[/yellow]")
+        raise typer.Exit(1)
+    console.print(f"replay of {stage_name} caught up" + (f"; results under run id {new_run_id}" if new_run_id else ""))
+
+
 # ---------------------------------------------------------------- features
 @app.command("features")
 def features(

@@ -56,6 +56,7 @@ class DoneWatcher:
             assignment.append(TopicPartition(ERAS_DONE, p, _end_offset(self.consumer, TopicPartition(ERAS_DONE, p))))
         self.consumer.assign(assignment)
         self.done: dict[str, set[str]] = defaultdict(set)
+        self.done_by_run: dict[str, dict[str, set[str]]] = {}
         self.stage_seconds: dict[str, dict[str, float]] = {}
         self.selections: list[dict] = []
         self.last_era_ts = 0
@@ -69,6 +70,7 @@ class DoneWatcher:
             if notice.get("kind") == "era":
                 self.last_era_ts = max(self.last_era_ts, notice["_ts"])
                 self.done[notice["era_key"]].add(notice["source"])
+                self.done_by_run.setdefault(notice["run_id"], defaultdict(set))[notice["era_key"]].add(notice["source"])
                 self.stage_seconds.setdefault(notice["era_key"], {}).update(notice.get("stage_seconds", {}))
             elif notice.get("kind") == "selection":
                 self.selections.append(notice)

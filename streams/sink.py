@@ -85,9 +85,10 @@ class SelectionPolicy:
 
 
 class SinkRunner:
-    def __init__(self, settings: Settings, group_id: str = "erastream.sink", client: Any = None):
+    def __init__(self, settings: Settings, group_id: str = "erastream.sink", client: Any = None, run_id: str | None = None):
         self.settings = settings
         self.group_id = group_id
+        self.run_id = run_id  # set: rows are stored under this run id (replays)
         self.name = worker_name(STAGE)
         self._client = client
         self.selection = SelectionPolicy()
@@ -146,6 +147,8 @@ class SinkRunner:
             try:
                 batch = decode_feature_batch(msg.value(), topic=msg.topic(), partition=msg.partition(), offset=msg.offset())
                 frame = frame_from_ipc(batch.payload)
+                if self.run_id:
+                    batch.run_id = self.run_id
             except (MessageDecodeError, Exception) as exc:
                 if isinstance(exc, ClickHouseUnavailable):
                     raise
@@ -154,6 +157,8 @@ class SinkRunner:
                 metrics.DEAD_LETTERS.labels(STAGE).inc()
                 continue
             token = content_token(batch)
+            if failpoints.outage("clickhouse"):
+                raise ClickHouseUnavailable("connection refused (simulated outage, ERASTREAM_OUTAGE_CLICKHOUSE)")
             try:
                 if batch.kind == "series":
                     self.writer.write_rolling(rolling_rows(batch, frame), token)

@@ -17,9 +17,6 @@ that is fully consumed shows an offset lag of 1 but a lag of 0.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from schemas.codec import MessageDecodeError, decode_era_chunk, decode_feature_batch
+from stages.clickhouse import chdb_locked
 from streams import kafka
 from streams.dead_letters import REPLAY_GROUP, dlq_topics
 from streams.settings import Settings
@@ -288,31 +286,6 @@ def completed_eras(settings: Settings) -> tuple[str, str | None, dict[str, dict[
 
 def _no_eras() -> dict[str, dict[str, int]]:
     return {"tsfresh": {}, "rolling": {}, "sink": {}}
-
-
-def chdb_locked(path: Path) -> bool:
-    """Whether another process holds the embedded ClickHouse directory.
-
-    chDB, like a ClickHouse server, holds an exclusive flock on `<path>/status` while it
-    runs and removes the file when it closes. (Opening a held directory fails with a
-    message that does not name the lock; the lock is only printed to stderr.)
-    """
-    status = Path(path) / "status"
-    try:
-        fd = os.open(status, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return True
-        raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _redact(url: str) -> str:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from streams.settings import Settings
 
@@ -39,22 +40,32 @@ def pin_blas_threads() -> None:
         os.environ.setdefault(var, "1")
 
 
-def run_stage(settings: Settings, name: str, group_id: str | None = None) -> None:
-    """Run one worker of stage `name` until SIGTERM."""
+def run_stage(
+    settings: Settings,
+    name: str,
+    group_id: str | None = None,
+    run_id: str | None = None,
+    until: Callable[[], bool] | None = None,
+) -> None:
+    """Run one worker of stage `name` until SIGTERM (or until `until()` is true).
+
+    run_id re-stamps every output with that run id (replays under a new run id).
+    """
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     pin_blas_threads()
-    stop = StopSignal()
+    signalled = StopSignal()
+    stop = signalled if until is None else (lambda: signalled() or until())
     if name == "sink":
         from streams.sink import SinkRunner
 
-        SinkRunner(settings, group_id=group_id or "erastream.sink").run(stop)
+        SinkRunner(settings, group_id=group_id or "erastream.sink", run_id=run_id).run(stop)
         return
     from streams.processors import PROCESSORS
     from streams.runner import TransactionalStageRunner
 
     topic, processor_cls = PROCESSORS[name]
-    TransactionalStageRunner(settings, name, topic, processor_cls(settings), group_id=group_id).run(stop)
+    TransactionalStageRunner(settings, name, topic, processor_cls(settings), group_id=group_id, run_id=run_id).run(stop)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -76,9 +87,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def spawn_stage(settings: Settings, name: str, workers: int, log_dir: Path | None = None, group_id: str | None = None) -> list[subprocess.Popen]:
+def spawn_stage(
+    settings: Settings,
+    name: str,
+    workers: int,
+    log_dir: Path | None = None,
+    group_id: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> list[subprocess.Popen]:
     """Start `workers` child processes of one stage; logs go to log_dir/<stage>-<i>.log when given."""
-    env = {**os.environ, **settings_env(settings)}
+    env = {**os.environ, **settings_env(settings), **(extra_env or {})}
     for var in BLAS_THREAD_VARS:
         env.setdefault(var, "1")
     procs = []

@@ -34,7 +34,7 @@ def settings(bootstrap: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         feature_set="minimal",
         batch_size=500,
-        topic_partitions=2,
+        topic_partitions=4,
         consumer_poll_timeout_s=0.2,
     )
 

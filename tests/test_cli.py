@@ -15,6 +15,7 @@ runner = CliRunner()
 COMMANDS = [
     [], ["broker"], ["broker", "start"], ["broker", "stop"], ["broker", "status"], ["broker", "provision"],
     ["topics"], ["topics", "create"], ["topics", "list"], ["stage"], ["ingest"], ["run"], ["features"],
+    ["replay"], ["dlq"], ["dlq", "list"], ["dlq", "replay"], ["status"],
 ]
 
 

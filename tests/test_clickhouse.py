@@ -69,3 +69,22 @@ def test_era_row_merges_both_sources(client):
 def test_bad_url_is_a_clear_error(tmp_path):
     with pytest.raises(ClickHouseError, match="http:// or https://"):
         connect("tcp://localhost:9000", tmp_path)
+
+
+def test_embedded_clickhouse_held_by_another_process_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from stages.clickhouse import connect; c = connect(None, {str(path)!r}); "
+         "c.command('SELECT 1'); print('open', flush=True); import time; time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(ClickHouseError, match="in use by another process"):
+            connect(None, path)
+    finally:
+        holder.kill()
+        holder.wait()

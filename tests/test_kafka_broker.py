@@ -96,8 +96,8 @@ def test_transactions_work_on_the_single_node(bootstrap, unique):
 
 def test_topics_create_is_idempotent(settings):
     admin = admin_client(settings)
-    first = create_topics(admin, partitions=3)
-    second = create_topics(admin, partitions=3)
+    first = create_topics(admin, partitions=settings.topic_partitions)
+    second = create_topics(admin, partitions=settings.topic_partitions)
     assert {t.name for t in first} == set(all_topics())
     assert not any(t.created for t in second)
     listed = list_topics(admin)

@@ -1,0 +1,167 @@
+"""Replays for backfills: move a stage's consumer group back and reprocess.
+
+Without a new run id the stage's own group is moved (its workers must be stopped
+first: Kafka only lets an empty group's offsets be changed) and the stage's next run
+reprocesses; results overwrite the same run id in ClickHouse, never duplicating.
+With a new run id a fresh group `erastream.<stage>.replay.<run id>` starts at the
+chosen offsets and its outputs are re-stamped with the new run id, so downstream
+stages and the sink store them beside the original run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams import kafka
+from streams.settings import Settings
+from streams.topics import ERAS_CLEAN, ERAS_RAW, FEATURES_ROLLING, FEATURES_TSFRESH
+
+log = logging.getLogger(__name__)
+
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "preprocess": (ERAS_RAW,),
+    "tsfresh": (ERAS_CLEAN,),
+    "rolling": (ERAS_CLEAN,),
+    "sink": (FEATURES_TSFRESH, FEATURES_ROLLING),
+}
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot start; the message says why and what to do."""
+
+
+@dataclass
+class ReplayPlan:
+    stage: str
+    group_id: str
+    run_id: str | None
+    start: list[TopicPartition]  # where the group now begins
+    end: dict[tuple[str, int], int]  # high watermarks when the replay was planned
+
+    @property
+    def messages(self) -> int:
+        return sum(max(self.end[(tp.topic, tp.partition)] - tp.offset, 0) for tp in self.start)
+
+
+def default_group(stage: str) -> str:
+    return "erastream.sink" if stage == "sink" else f"erastream.{stage}"
+
+
+def replay_group(stage: str, run_id: str | None) -> str:
+    return f"{default_group(stage)}.replay.{run_id}" if run_id else default_group(stage)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO 8601; without an offset it is UTC."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ReplayError(f"--from-timestamp {text!r} is not an ISO 8601 time such as 2024-03-02T12:00:00") from exc
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts
+
+
+def plan_replay(
+    settings: Settings, stage: str, from_timestamp: datetime | None = None, run_id: str | None = None
+) -> ReplayPlan:
+    """Commit the chosen start offsets for the replay's group; from the beginning when no timestamp."""
+    if stage not in STAGE_INPUTS:
+        raise ReplayError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_INPUTS)}")
+    group = replay_group(stage, run_id)
+    _require_empty(settings, group)
+    consumer = Consumer(kafka.consumer_config(settings, group))
+    try:
+        start: list[TopicPartition] = []
+        end: dict[tuple[str, int], int] = {}
+        for topic in STAGE_INPUTS[stage]:
+            meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise ReplayError(f"topic {topic} does not exist; run `erastream topics create`")
+            for p in sorted(meta.partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                end[(topic, p)] = high
+                start.append(TopicPartition(topic, p, low))
+        if from_timestamp is not None:
+            ms = int(from_timestamp.timestamp() * 1000)
+            found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, ms) for tp in start], timeout=30)
+            start = [
+                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else end[(tp.topic, tp.partition)])
+                for tp in found
+            ]
+        try:
+            consumer.commit(offsets=start, asynchronous=False)
+        except KafkaException as exc:
+            raise ReplayError(f"cannot move group {group}: {exc.args[0]}; stop its workers and retry") from exc
+    finally:
+        consumer.close()
+    plan = ReplayPlan(stage, group, run_id, start, end)
+    log.info("replay %s: group %s moved to %s (%d messages to reprocess)", stage, group,
+             {f"{tp.topic}[{tp.partition}]": tp.offset for tp in start}, plan.messages)
+    return plan
+
+
+def _require_empty(settings: Settings, group: str) -> None:
+    admin = kafka.admin_client(settings)
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    except KafkaException:
+        return  # unknown group: nothing to stop
+    if description.members:
+        raise ReplayError(
+            f"consumer group {group} has {len(description.members)} running member(s); stop the stage's workers first "
+            "(or replay under a new --run-id, which uses a group of its own)"
+        )
+
+
+class CaughtUp:
+    """A stop flag: true once the group's committed offsets reach the plan's end offsets."""
+
+    def __init__(self, settings: Settings, plan: ReplayPlan, check_every_s: float = 1.0):
+        self.plan = plan
+        self.check_every_s = check_every_s
+        self._consumer = Consumer(kafka.consumer_config(settings, plan.group_id, **{"enable.partition.eof": True}))
+        self._last_check = 0.0
+        self._done = plan.messages == 0
+
+    def __call__(self) -> bool:
+        if self._done or time.monotonic() - self._last_check < self.check_every_s:
+            return self._done
+        self._last_check = time.monotonic()
+        committed = self._consumer.committed([TopicPartition(t, p) for (t, p) in self.plan.end], timeout=30)
+        behind = [tp for tp in committed if tp.offset < self.plan.end[(tp.topic, tp.partition)]]
+        self._done = not behind or not self._data_between(behind)
+        if self._done:
+            self._consumer.close()
+        return self._done
+
+    def _data_between(self, behind: list[TopicPartition]) -> bool:
+        """Whether any committed data record lies between these offsets and the plan's end.
+
+        A transactional producer ends each transaction with a control record that takes an
+        offset but is never delivered, so a fully processed partition's committed offset can
+        stay one short of the high watermark.
+        """
+        start = [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in behind]
+        self._consumer.assign(start)
+        remaining = {(tp.topic, tp.partition) for tp in start}
+        deadline = time.monotonic() + 10
+        try:
+            while remaining and time.monotonic() < deadline:
+                msg = self._consumer.poll(0.2)
+                if msg is None:
+                    continue
+                key = (msg.topic(), msg.partition())
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(key)
+                    continue
+                if msg.offset() < self.plan.end[key]:
+                    return True
+                remaining.discard(key)
+            return bool(remaining)  # undecided within the deadline: assume there is
+        finally:
+            self._consumer.unassign()

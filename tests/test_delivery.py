@@ -1,0 +1,211 @@
+"""Nothing lost, nothing doubled: crashes, a broker restart, a ClickHouse outage, scaling, replay.
+
+Every test runs real stage processes on the session's real Kafka broker and stores into
+embedded ClickHouse; crashes are real SIGKILLs at chosen lines (streams/failpoints.py).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.ingest import assign_eras, read_sensor_file
+from stages.preprocess import preprocess_era
+from stages.sample_data import generate_sample
+from stages.tsfresh_features import extract_era_features
+from streams import kafka
+from streams.replay import CaughtUp, plan_replay
+from streams.workers import run_stage
+from tests.harness import PipelineUnderTest, count_rows
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture
+def pipeline(settings, unique):
+    cfg = settings.model_copy(update={"run_id": f"run-{unique}", "batch_size": 60})
+    pipe = PipelineUnderTest(cfg)
+    yield pipe
+    pipe.close()
+
+
+def _input(tmp_path, name: str, days: int = 4, seed: int = 3, start: str | None = None) -> tuple:
+    frame = generate_sample(days=days, freq="10min", seed=seed, compartments=("gh_x",))
+    if start is not None:
+        frame["timestamp"] = frame["timestamp"] - frame["timestamp"].min() + pd.Timestamp(start)
+    path = tmp_path / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _expected(path) -> dict[str, pd.Series]:
+    """What an undisturbed run stores: the stage functions applied directly to the input."""
+    table = read_sensor_file(path)
+    out = {}
+    for spec, rows in assign_eras(table.frame, None, "1D"):
+        feats = extract_era_features(preprocess_era(rows, table.sensors), table.sensors, "minimal")
+        out[spec.key] = feats.set_index(["sensor", "feature"])["value"].sort_index()
+    return out
+
+
+def _assert_stored_once(pipe: PipelineUnderTest, expected: dict[str, pd.Series]) -> None:
+    run_id = pipe.settings.run_id
+    client = pipe.clickhouse()
+    try:
+        for table in ("era_features", "rolling_features"):
+            plain, final = count_rows(client, table, run_id)
+            assert plain == final > 0, f"{table}: {plain} rows but {final} after FINAL"
+        stored = client.query_df(
+            "SELECT compartment_id, era_id, sensor, feature, value FROM era_features WHERE run_id = {r:String} "
+            "AND source = 'tsfresh'", parameters={"r": run_id})
+        stored["key"] = stored["compartment_id"] + ":" + stored["era_id"]
+        assert set(stored["key"]) == set(expected)
+        for key, want in expected.items():
+            got = stored[stored["key"] == key].set_index(["sensor", "feature"])["value"].sort_index()
+            assert list(got.index) == list(want.index)
+            np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-12, equal_nan=True, err_msg=key)
+        eras = client.query("SELECT count() FROM eras FINAL WHERE run_id = {r:String}", parameters={"r": run_id}).result_rows[0][0]
+        assert eras == len(expected)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("failpoint", ["tsfresh.in_era=2", "tsfresh.before_commit=1"])
+def test_tsfresh_worker_killed_mid_era_then_restarted(pipeline, tmp_path, failpoint):
+    path = _input(tmp_path, "in")
+    for stage in ("preprocess", "rolling", "sink"):
+        pipeline.start(stage)
+    (doomed,) = pipeline.start("tsfresh", ERASTREAM_FAILPOINTS=failpoint)
+    report = pipeline.ingest(path)
+    assert pipeline.wait_exit(doomed) == -9  # SIGKILL at the failpoint
+    pipeline.start("tsfresh")
+    pipeline.wait_stored(report.eras)
+    pipeline.stop()
+    _assert_stored_once(pipeline, _expected(path))
+
+
+def test_sink_killed_between_insert_and_commit(pipeline, tmp_path):
+    path = _input(tmp_path, "in")
+    for stage in ("preprocess", "tsfresh", "rolling"):
+        pipeline.start(stage)
+    (doomed,) = pipeline.start("sink", ERASTREAM_FAILPOINTS="sink.after_insert=1")
+    report = pipeline.ingest(path)
+    assert pipeline.wait_exit(doomed) == -9
+    pipeline.start("sink")  # re-reads what was inserted but not committed
+    pipeline.wait_stored(report.eras)
+    pipeline.stop()
+    _assert_stored_once(pipeline, _expected(path))
+
+
+def test_broker_restart_mid_run(pipeline, tmp_path, kafka_broker):
+    path = _input(tmp_path, "in", days=5)
+    pipeline.start_all()
+    report = pipeline.ingest(path)
+    time.sleep(1.0)
+    kafka_broker.stop()
+    time.sleep(2.0)
+    kafka_broker.start()
+    pipeline.wait_stored(report.eras, timeout=240)
+    pipeline.stop()
+    _assert_stored_once(pipeline, _expected(path))
+
+
+def test_clickhouse_unreachable_for_a_while(pipeline, tmp_path):
+    outage = tmp_path / "clickhouse-down"
+    outage.touch()
+    path = _input(tmp_path, "in")
+    pipeline.start_all(ERASTREAM_OUTAGE_CLICKHOUSE=str(outage))
+    report = pipeline.ingest(path)
+    time.sleep(8.0)  # the sink keeps failing, pausing and retrying meanwhile
+    pipeline.watcher.poll()
+    assert pipeline.watcher.finished(report.eras) == 0
+    outage.unlink()
+    pipeline.wait_stored(report.eras)
+    sink_log = "".join(p.read_text() for p in pipeline.log_dir.glob("sink-*.log"))
+    pipeline.stop()
+    assert "ClickHouse unavailable" in sink_log
+    _assert_stored_once(pipeline, _expected(path))
+
+
+def _members(settings, group: str) -> dict[str, set[int]]:
+    admin = kafka.admin_client(settings)  # keep a reference: a collected client never completes its futures
+    desc = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    return {m.client_id: {tp.partition for tp in m.assignment.topic_partitions} for m in desc.members}
+
+
+def _wait_members(settings, group: str, count: int, timeout: float = 60) -> dict[str, set[int]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        members = _members(settings, group)
+        if len(members) == count and all(members.values()):
+            return members
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} never had {count} members with partitions: {_members(settings, group)}")
+
+
+def test_two_then_three_tsfresh_workers_split_partitions(pipeline, tmp_path):
+    first = _input(tmp_path, "first", days=4, seed=1, start="2024-05-01")
+    second = _input(tmp_path, "second", days=4, seed=2, start="2024-06-01")
+    for stage in ("preprocess", "rolling", "sink"):
+        pipeline.start(stage)
+    pipeline.start("tsfresh", workers=2)
+    members = _wait_members(pipeline.settings, "erastream.tsfresh", 2)
+    parts = list(members.values())
+    assert parts[0].isdisjoint(parts[1]) and len(parts[0] | parts[1]) == pipeline.settings.topic_partitions
+    report_1 = pipeline.ingest(first)
+    pipeline.wait_stored(report_1.eras)
+
+    pipeline.start("tsfresh")  # a third worker joins; cooperative rebalance moves partitions to it
+    members = _wait_members(pipeline.settings, "erastream.tsfresh", 3)
+    sets = list(members.values())
+    assert sum(len(s) for s in sets) == pipeline.settings.topic_partitions
+    assert all(a.isdisjoint(b) for i, a in enumerate(sets) for b in sets[i + 1:])
+    report_2 = pipeline.ingest(second)
+    pipeline.wait_stored(report_2.eras)
+    pipeline.stop()
+    _assert_stored_once(pipeline, _expected(first) | _expected(second))
+
+
+def test_replay_from_a_timestamp_reprocesses_exactly_the_later_eras(pipeline, tmp_path):
+    early = _input(tmp_path, "early", days=2, seed=4, start="2024-07-01")
+    late = _input(tmp_path, "late", days=2, seed=5, start="2024-08-01")
+    pipeline.start_all()
+    report_early = pipeline.ingest(early)
+    pipeline.wait_stored(report_early.eras)
+    time.sleep(1.5)
+    middle = datetime.now(timezone.utc)
+    time.sleep(1.5)
+    report_late = pipeline.ingest(late)
+    pipeline.wait_stored(report_late.eras)
+
+    new_run = f"{pipeline.settings.run_id}-replay"
+    plan = plan_replay(pipeline.settings, "preprocess", middle, new_run)
+    assert plan.messages > 0
+    caught_up = CaughtUp(pipeline.settings, plan)
+    run_stage(pipeline.settings, "preprocess", group_id=plan.group_id, run_id=new_run, until=caught_up)
+    replayed = [key for key in report_late.eras]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pipeline.watcher.poll()
+        if _replayed_keys(pipeline, new_run) >= set(replayed):
+            break
+    pipeline.stop()
+    client = pipeline.clickhouse()
+    try:
+        got = client.query_df("SELECT DISTINCT compartment_id, era_id FROM eras FINAL WHERE run_id = {r:String}",
+                              parameters={"r": new_run})
+        plain, final = count_rows(client, "era_features", new_run)
+    finally:
+        client.close()
+    assert set(got["compartment_id"] + ":" + got["era_id"]) == set(report_late.eras)
+    assert plain == final > 0
+
+
+def _replayed_keys(pipe: PipelineUnderTest, run_id: str) -> set[str]:
+    """Era keys with both sources stored under run_id, from the sink's notices."""
+    pipe.watcher.poll()
+    return {k for k, s in pipe.watcher.done_by_run.get(run_id, {}).items() if s >= {"tsfresh", "rolling"}}
