@@ -112,19 +112,30 @@ def _nan_rows(sensors: list[str], feature_set: str) -> pd.DataFrame:
     )
 
 
+ENGINES = ("fast", "tsfresh")
+
+
 def extract_era_features(
-    clean: pd.DataFrame, sensors: list[str], feature_set: str, n_jobs: int = 0
+    clean: pd.DataFrame, sensors: list[str], feature_set: str, n_jobs: int = 0, engine: str = "tsfresh"
 ) -> pd.DataFrame:
-    """Long-form tsfresh features for a clean era, in ``sensors`` order, then tsfresh's order."""
+    """Long-form tsfresh features for a clean era, in ``sensors`` order, then tsfresh's order.
+
+    engine="fast" computes the same numbers with stages.feature_engine's kernels (tsfresh's
+    own function where a calculator has none); engine="tsfresh" calls tsfresh itself.
+    """
     fc_parameters(feature_set)
     if n_jobs < 0:
         raise ValueError(f"n_jobs must be >= 0, got {n_jobs}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     missing = [c for c in [TIMESTAMP, *sensors] if c not in clean.columns]
     if missing:
         raise ValueError(f"extract_era_features: missing column(s) {', '.join(missing)}")
     empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(OUTPUT_COLUMNS, ("str", "str", "float64"))})
     if len(clean) == 0 or not sensors:
         return empty
+    if engine == "fast":
+        return _extract_fast(clean, sensors, feature_set, n_jobs)
 
     good = [s for s in sensors if clean[s].notna().all()]
     parts: dict[str, pd.DataFrame] = {}
@@ -144,6 +155,22 @@ def extract_era_features(
         for s, rows in nan.groupby("sensor", sort=False):
             parts[str(s)] = rows
     out = pd.concat([parts[s] for s in sensors], ignore_index=True)
+    out["sensor"] = out["sensor"].astype("str")
+    out["feature"] = out["feature"].astype("str")
+    out["value"] = out["value"].astype("float64")
+    return out[OUTPUT_COLUMNS]
+
+
+def _extract_fast(clean: pd.DataFrame, sensors: list[str], feature_set: str, n_jobs: int) -> pd.DataFrame:
+    from stages.feature_engine import extract_features_fast
+
+    ordered = clean.sort_values(TIMESTAMP, kind="stable")
+    series = {s: ordered[s].to_numpy(dtype="float64") for s in sensors}
+    out = extract_features_fast(series, fc_parameters(feature_set), n_jobs=n_jobs)
+    rank = {s: i for i, s in enumerate(sensors)}
+    order = {name: i for i, name in enumerate(feature_names(feature_set))}
+    out = out.assign(_s=out["sensor"].map(rank), _f=out["feature"].map(order).fillna(len(order)))
+    out = out.sort_values(["_s", "_f"], kind="stable").drop(columns=["_s", "_f"]).reset_index(drop=True)
     out["sensor"] = out["sensor"].astype("str")
     out["feature"] = out["feature"].astype("str")
     out["value"] = out["value"].astype("float64")

@@ -43,6 +43,7 @@ def settings() -> Settings:
 def main_options(
     feature_set: Optional[str] = typer.Option(None, "--feature-set", help="minimal | efficient | comprehensive [env FEATURE_SET]"),
     n_jobs: Optional[int] = typer.Option(None, "--n-jobs", help="tsfresh worker processes per stage process [env N_JOBS]"),
+    feature_engine: Optional[str] = typer.Option(None, "--feature-engine", help="fast (tsfresh's numbers, own kernels) | tsfresh [env FEATURE_ENGINE]"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="rows per era chunk [env BATCH_SIZE]"),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap-servers", help="Kafka brokers; unset: the local broker [env KAFKA_BOOTSTRAP_SERVERS]"),
     clickhouse_url: Optional[str] = typer.Option(None, "--clickhouse-url", help="http(s)://user:pass@host:port/db; unset: embedded chDB [env CLICKHOUSE_URL]"),
@@ -52,7 +53,7 @@ def main_options(
     log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG | INFO | WARNING | ERROR [env LOG_LEVEL]"),
 ) -> None:
     State.overrides = dict(
-        feature_set=feature_set, n_jobs=n_jobs, batch_size=batch_size, kafka_bootstrap_servers=bootstrap,
+        feature_set=feature_set, n_jobs=n_jobs, feature_engine=feature_engine, batch_size=batch_size, kafka_bootstrap_servers=bootstrap,
         clickhouse_url=clickhouse_url, data_dir=data_dir, topic_partitions=partitions, run_id=run_id,
         log_level=log_level,
     )

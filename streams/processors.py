@@ -134,7 +134,10 @@ class TsfreshProcessor:
 
         started = time.perf_counter()
         clean = era_frame(era)
-        features = extract_era_features(clean, list(era.first.sensors), era.first.feature_set, n_jobs=self.settings.n_jobs)
+        features = extract_era_features(
+            clean, list(era.first.sensors), era.first.feature_set, n_jobs=self.settings.n_jobs,
+            engine=self.settings.feature_engine,
+        )
         parts = [_BatchPart("features", p) for _, _, p in sized_slices(features, max(len(features), 1))]
         batches = feature_batches(era.first, "tsfresh", len(clean), parts, started)
         return [Output(FEATURES_TSFRESH, era.key, encode_feature_batch(b)) for b in batches]

@@ -35,8 +35,8 @@ class Settings(BaseSettings):
 
     # What to compute
     feature_set: FeatureSet = Field("efficient", description="tsfresh feature set")
-    feature_engine: Literal["tsfresh"] = Field(
-        "tsfresh", description="feature engine used by the tsfresh stage"
+    feature_engine: Literal["fast", "tsfresh"] = Field(
+        "fast", description="fast: tsfresh's numbers from stages.feature_engine's kernels; tsfresh: tsfresh itself"
     )
     n_jobs: int = Field(1, ge=0, description="tsfresh worker processes per stage process (0: in-process)")
     batch_size: int = Field(10_000, ge=1, description="rows per era chunk message")

@@ -19,10 +19,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 FC = {"minimal": MinimalFCParameters, "efficient": EfficientFCParameters}
 
 
-def _run(settings, tmp_path, frame: pd.DataFrame, feature_set: str, run_id: str):
+def _run(settings, tmp_path, frame: pd.DataFrame, feature_set: str, run_id: str, engine: str):
     path = tmp_path / "input.csv"
     frame.to_csv(path, index=False)
-    cfg = settings.model_copy(update={"feature_set": feature_set, "run_id": run_id, "batch_size": 100})
+    cfg = settings.model_copy(update={"feature_set": feature_set, "run_id": run_id, "batch_size": 100, "feature_engine": engine})
     summary = run_local(cfg, path, era_length="1D", timeout=400)
     client = connect(None, cfg.clickhouse_path)
     return path, summary, client
@@ -72,10 +72,10 @@ def _assert_once(client, run_id: str, eras: int) -> None:
     assert client.query("SELECT count() FROM eras FINAL WHERE run_id = {r:String}", parameters={"r": run_id}).result_rows[0][0] == eras
 
 
-def test_minimal_set_multi_compartment_matches_tsfresh_and_pandas(settings, tmp_path, unique):
+def test_minimal_set_with_tsfresh_engine_multi_compartment_matches_tsfresh_and_pandas(settings, tmp_path, unique):
     frame = generate_sample(days=3, freq="5min", seed=11, compartments=("gh_a", "gh_b"))
     run_id = f"min-{unique}"
-    path, summary, client = _run(settings, tmp_path, frame, "minimal", run_id)
+    path, summary, client = _run(settings, tmp_path, frame, "minimal", run_id, engine="tsfresh")
     try:
         clean_eras = _clean_eras(path)
         assert len(clean_eras) == 6 and len(summary.eras) == 6
@@ -104,10 +104,10 @@ def test_minimal_set_multi_compartment_matches_tsfresh_and_pandas(settings, tmp_
         client.close()
 
 
-def test_efficient_set_matches_tsfresh(settings, tmp_path, unique):
+def test_efficient_set_with_the_fast_engine_matches_tsfresh(settings, tmp_path, unique):
     frame = generate_sample(days=2, freq="15min", seed=5, compartments=("gh_c",))
     run_id = f"eff-{unique}"
-    path, summary, client = _run(settings, tmp_path, frame, "efficient", run_id)
+    path, summary, client = _run(settings, tmp_path, frame, "efficient", run_id, engine="fast")
     try:
         clean_eras = _clean_eras(path)
         assert len(clean_eras) == 2

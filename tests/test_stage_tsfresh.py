@@ -155,3 +155,28 @@ def test_unknown_feature_set_and_missing_column():
         extract_era_features(clean_era(), ["air_temp_c"], "nope")
     with pytest.raises(ValueError, match="missing column.*ghost"):
         extract_era_features(clean_era(), ["ghost"], "minimal")
+
+
+@pytest.mark.parametrize("feature_set", ["minimal", "efficient"])
+def test_fast_engine_gives_tsfresh_engine_numbers(feature_set):
+    from stages.sample_data import generate_sample
+    from stages.preprocess import preprocess_era
+
+    raw = generate_sample(days=1, freq="10min", seed=21)
+    sensors = [c for c in raw.columns if c not in ("timestamp", "compartment_id")]
+    clean = preprocess_era(raw, sensors)
+    clean["co2_status"] = np.nan  # an all-NaN sensor: NaN for every feature with both engines
+    fast = extract_era_features(clean, sensors, feature_set, engine="fast")
+    ref = extract_era_features(clean, sensors, feature_set, engine="tsfresh")
+    assert list(fast["sensor"]) == list(ref["sensor"]) and list(fast["feature"]) == list(ref["feature"])
+    a, b = fast["value"].to_numpy(), ref["value"].to_numpy()
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    ok = ~np.isnan(a)
+    np.testing.assert_allclose(a[ok], b[ok], rtol=1e-9, atol=1e-12)
+    assert fast.loc[fast["sensor"] == "co2_status", "value"].isna().all()
+
+
+def test_unknown_engine_is_refused():
+    frame = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=3, freq="min"), "x": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="engine"):
+        extract_era_features(frame, ["x"], "minimal", engine="turbo")
