@@ -1,6 +1,7 @@
 """The streaming pipeline against a plain batch tsfresh script on the same input and N_JOBS.
 
-    .venv/bin/python bench/pipeline.py --input samples/greenhouse_sample.csv.gz --feature-set efficient --n-jobs 1
+    .venv/bin/python bench/pipeline.py --input samples/greenhouse_sample.csv.gz --feature-set efficient --n-jobs 1 \
+        [--engine fast|tsfresh] [--tsfresh-workers 1,2]
 
 Both are measured in this run (machines here are noisy) and the ratio is printed:
   batch    read the file, cut eras, preprocess, one tsfresh.extract_features call over every
@@ -49,11 +50,12 @@ def batch(path: Path, feature_set: str, n_jobs: int, era_length: str) -> tuple[f
     return time.perf_counter() - started, wide.size
 
 
-def pipeline(path: Path, feature_set: str, n_jobs: int, era_length: str) -> float:
+def pipeline(path: Path, feature_set: str, n_jobs: int, era_length: str, engine: str, tsfresh_workers: int = 1) -> float:
     data_dir = Path(tempfile.mkdtemp(prefix="erastream-bench-"))
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     cmd = [sys.executable, "-m", "streams.cli", "--data-dir", str(data_dir), "--feature-set", feature_set,
-           "--n-jobs", str(n_jobs), "--run-id", "bench", "run", "--input", str(path), "--era-length", era_length]
+           "--n-jobs", str(n_jobs), "--feature-engine", engine, "--run-id", "bench", "run", "--input", str(path),
+           "--era-length", era_length, "--tsfresh-workers", str(tsfresh_workers)]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -70,19 +72,27 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--era-length", default="1D")
     parser.add_argument("--repeat", type=int, default=1, help="alternate both this many times; report the best of each")
+    parser.add_argument("--engine", default="fast", choices=["fast", "tsfresh"], help="the tsfresh stage's FEATURE_ENGINE")
+    parser.add_argument("--tsfresh-workers", default="1", help="comma list: one pipeline run per count, e.g. 1,2")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    batch_times, pipe_times, values = [], [], 0
+    counts = [int(c) for c in args.tsfresh_workers.split(",")]
+    batch_times: list[float] = []
+    pipe_times: dict[int, list[float]] = {c: [] for c in counts}
+    values = 0
     for _ in range(args.repeat):
         seconds, values = batch(args.input, args.feature_set, args.n_jobs, args.era_length)
         batch_times.append(seconds)
-        pipe_times.append(pipeline(args.input, args.feature_set, args.n_jobs, args.era_length))
-    b, p = min(batch_times), min(pipe_times)
-    print(f"input {args.input.name}, feature set {args.feature_set}, N_JOBS={args.n_jobs}, {values:,} feature values")
-    print(f"batch tsfresh.extract_features: {b:8.2f} s")
-    print(f"erastream run (streaming):      {p:8.2f} s")
-    print(f"ratio pipeline / batch:         {p / b:8.2f}x")
+        for count in counts:
+            pipe_times[count].append(pipeline(args.input, args.feature_set, args.n_jobs, args.era_length, args.engine, count))
+    b = min(batch_times)
+    print(f"input {args.input.name}, feature set {args.feature_set}, N_JOBS={args.n_jobs}, engine {args.engine}, "
+          f"{values:,} feature values")
+    print(f"batch tsfresh.extract_features:            {b:8.2f} s   1.00x")
+    for count in counts:
+        p = min(pipe_times[count])
+        print(f"erastream run, {count} tsfresh worker(s):      {p:8.2f} s   {p / b:5.2f}x of batch")
 
 
 if __name__ == "__main__":

@@ -272,6 +272,9 @@ def run(
     eras: Optional[Path] = typer.Option(None, "--eras", help="era labels CSV: era_id, compartment_id, start_time, end_time"),
     era_length: str = typer.Option("1D", "--era-length", help="fixed era length without --eras (pandas offset)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="give up after this many seconds"),
+    tsfresh_workers: int = typer.Option(1, "--tsfresh-workers", min=1, help="tsfresh stage processes (one consumer group)"),
+    preprocess_workers: int = typer.Option(1, "--preprocess-workers", min=1, help="preprocess stage processes"),
+    rolling_workers: int = typer.Option(1, "--rolling-workers", min=1, help="rolling stage processes"),
 ) -> None:
     """All-in-one local job: broker, topics, every stage as a process, ingest, wait, summary."""
     from stages.ingest import InputError
@@ -288,7 +291,8 @@ def run(
                     tasks[what] = progress.add_task({"eras": "published eras", "stored": "eras in ClickHouse"}.get(what, what), total=total)
                 progress.update(tasks[what], completed=done, total=total)
 
-            summary = run_local(cfg, input, eras, era_length, timeout=timeout, on_progress=on_progress)
+            workers = {"tsfresh": tsfresh_workers, "preprocess": preprocess_workers, "rolling": rolling_workers}
+            summary = run_local(cfg, input, eras, era_length, timeout=timeout, on_progress=on_progress, workers=workers)
     except (InputError, RunFailed) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from streams import kafka
 from streams.ingest import IngestReport, publish
 from streams.settings import Settings
+from streams.topic_reader import partitions, watermarks
 from streams.topics import ERAS_DONE, create_topics
 from streams.workers import STAGES, spawn_stage, stop_processes
 
@@ -50,11 +51,9 @@ class DoneWatcher:
 
     def __init__(self, settings: Settings):
         self.consumer = Consumer(kafka.consumer_config(settings, f"erastream.run.{uuid.uuid4().hex[:8]}"))
-        meta = self.consumer.list_topics(ERAS_DONE, timeout=30).topics[ERAS_DONE]
-        assignment = []
-        for p in meta.partitions:
-            assignment.append(TopicPartition(ERAS_DONE, p, _end_offset(self.consumer, TopicPartition(ERAS_DONE, p))))
-        self.consumer.assign(assignment)
+        tps = [(ERAS_DONE, p) for p in partitions(self.consumer, [ERAS_DONE], timeout=30)[ERAS_DONE]]
+        ends = watermarks(self.consumer, tps, timeout=30)  # only notices from now on
+        self.consumer.assign([TopicPartition(t, p, ends[(t, p)][1]) for t, p in tps])
         self.done: dict[str, set[str]] = defaultdict(set)
         self.done_by_run: dict[str, dict[str, set[str]]] = {}
         self.stage_seconds: dict[str, dict[str, float]] = {}
@@ -86,18 +85,6 @@ class DoneWatcher:
         self.consumer.close()
 
 
-def _end_offset(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> int:
-    """The high watermark; a just-created partition answers NOT_LEADER for a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return consumer.get_watermark_offsets(tp, timeout=5)[1]
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def run_local(
     settings: Settings,
     input_path: Path,
@@ -105,7 +92,9 @@ def run_local(
     era_length: str = "1D",
     timeout: float | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    workers: dict[str, int] | None = None,
 ) -> RunSummary:
+    """workers: processes per stage (default 1 each; the embedded-chDB sink allows only 1)."""
     started = time.monotonic()
     broker = None
     if not settings.kafka_bootstrap_servers:
@@ -124,7 +113,7 @@ def run_local(
         create_topics(kafka.admin_client(settings), settings.topic_partitions)
         watcher = DoneWatcher(settings)
         for stage in STAGES:
-            procs[stage] = spawn_stage(settings, stage, 1, log_dir=log_dir)
+            procs[stage] = spawn_stage(settings, stage, (workers or {}).get(stage, 1), log_dir=log_dir)
         report = publish(settings, input_path, eras_file, era_length, progress=on_progress)
         keys = report.eras
         deadline = None if timeout is None else time.monotonic() + timeout
