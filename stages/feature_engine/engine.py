@@ -18,6 +18,7 @@ from . import adf as _adf  # noqa: F401
 from . import peaks as _peaks  # noqa: F401
 from . import entropy as _entropy  # noqa: F401
 from . import linear as _linear  # noqa: F401
+from . import spectral as _spectral  # noqa: F401
 
 __all__ = ["extract_features_fast", "kernel_coverage", "plan"]
 
@@ -41,27 +42,49 @@ def plan(fc_parameters: Mapping) -> list[tuple[object, object, str, tuple[str, .
     return out
 
 
+def _kernel_for(func, name: str, use_kernels: bool):
+    if not use_kernels or callable_is_custom(func):
+        return None
+    return KERNELS.get(name)
+
+
+def _run_step(X: np.ndarray, step, out: np.ndarray, col: int, use_kernels: bool) -> int:
+    """One calculator's features of the rows of X into ``out[:, col:...]``; returns the next
+    column. Runs under the caller's ``errstate``."""
+    func, params, name, names = step
+    m, n = X.shape
+    k = len(names)
+    kern = _kernel_for(func, name, use_kernels)
+    v = None
+    if kern is not None and n >= kern.min_len:
+        try:
+            v = kern.fn(X, params)
+        except Exception:  # noqa: BLE001 - parameters the kernel does not take: tsfresh decides
+            v = None
+        if v is not None:
+            v = np.asarray(v, dtype=np.float64)
+            if v.shape != (m, k) and not (k == 1 and v.shape in ((m,), ())):
+                raise AssertionError(f"kernel {name} returned {v.shape}, expected {(m, k)}")
+    if v is None:
+        v = fallback.fallback_block(func, X, params)
+    if v.ndim == 2:
+        out[:, col : col + k] = v
+    else:
+        out[:, col] = v
+    return col + k
+
+
 def _compute_group(X: np.ndarray, steps, use_kernels: bool) -> np.ndarray:
-    """All features of the rows of X (one common length, finite): (rows, total features)."""
-    n = X.shape[1]
-    blocks = []
-    for func, params, name, names in steps:
-        k = KERNELS.get(name) if use_kernels and not callable_is_custom(func) else None
-        v = None
-        if k is not None and k.applies(n):
-            try:
-                with np.errstate(all="ignore"):
-                    v = np.asarray(k.fn(X, params), dtype=np.float64)
-            except Exception:  # noqa: BLE001 - parameters the kernel does not take: tsfresh decides
-                v = None
-            if v is not None and v.shape != (X.shape[0], len(names)):
-                raise AssertionError(f"kernel {name} returned {v.shape}, expected {(X.shape[0], len(names))}")
-        if v is None:
-            v = fallback.fallback_block(func, X, params)
-        blocks.append(v)
-    if not blocks:
-        return np.empty((X.shape[0], 0))
-    return np.concatenate(blocks, axis=1)
+    """All features of the rows of X (one common length, finite): (rows, total features).
+
+    Written into one preallocated array under one ``errstate`` (the per-era overhead); per
+    calculator the engine's bookkeeping is about a microsecond."""
+    out = np.empty((X.shape[0], sum(len(s[3]) for s in steps)))
+    col = 0
+    with np.errstate(all="ignore"):
+        for step in steps:
+            col = _run_step(X, step, out, col, use_kernels)
+    return out
 
 
 def callable_is_custom(func) -> bool:

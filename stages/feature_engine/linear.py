@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import stdtr
 from statsmodels.tsa.stattools import levinson_durbin
 
 from . import fallback
@@ -102,3 +103,76 @@ def agg_linear_trend(X: np.ndarray, params) -> np.ndarray:
 
 
 register("agg_linear_trend", min_len=8)(agg_linear_trend)
+
+# --------------------------------------------------------------------------- linear_trend
+
+_TINY = 1.0e-20
+
+
+def _linregress_on_index(X: np.ndarray) -> dict[str, np.ndarray]:
+    """scipy.stats.linregress(range(n), x) for every row x of X, with scipy's arithmetic:
+    np.cov's centring and its one ``dot`` of the stacked, centred pair (per row, so BLAS sums
+    in the same order), its ``*= 1/n``, and the t-distribution p-value (``2 * stdtr(df, -|t|)``)
+    on whole columns."""
+    m, n = X.shape
+    xr = np.arange(n, dtype=np.float64)
+    xmean = np.mean(np.arange(n))
+    Z = np.empty((2, n))
+    Z[0] = xr - np.mean(xr)
+    ymean = np.mean(X, axis=1)
+    inv = np.true_divide(1, float(n))
+    ssxm = np.empty(m)
+    ssxym = np.empty(m)
+    ssym = np.empty(m)
+    for i in range(m):
+        Z[1] = X[i]
+        Z[1] -= ymean[i]
+        c = np.dot(Z, Z.T)
+        c *= inv
+        ssxm[i], ssxym[i], _, ssym[i] = c.flat
+    with np.errstate(all="ignore"):
+        r = np.clip(ssxym / np.sqrt(ssxm * ssym), -1.0, 1.0)
+        r = np.where((ssxm == 0.0) | (ssym == 0.0), np.where(ssxym == 0, np.nan, 0.0), r)
+        slope = ssxym / ssxm
+        intercept = ymean - slope * xmean
+        df = n - 2
+        t = r * np.sqrt(df / ((1.0 - r + _TINY) * (1.0 + r + _TINY)))
+        pvalue = 2 * stdtr(df, -np.abs(t))
+        stderr = np.sqrt((1 - r**2) * ssym / ssxm / df)
+    return {"slope": slope, "intercept": intercept, "rvalue": r, "pvalue": pvalue, "stderr": stderr}
+
+
+def linear_trend(X: np.ndarray, params) -> np.ndarray:
+    res = _linregress_on_index(X)
+    return np.stack([res[p["attr"]] for p in params], axis=1)
+
+
+register("linear_trend", min_len=3)(linear_trend)
+
+# --------------------------------------------------------------------------- agg_autocorrelation
+
+
+def agg_autocorrelation(X: np.ndarray, params) -> np.ndarray:
+    """tsfresh's agg_autocorrelation: statsmodels' acf(adjusted=True) at lags 1..maxlag, from the
+    lag products of the centred rows (only the lags asked for, not all n by FFT or np.correlate:
+    the acf differs from statsmodels' by round-off relative to acov[0], ~1e-16), then
+    NumPy's aggregate over the first maxlag values."""
+    m, n = X.shape
+    maxlags = [int(p["maxlag"]) for p in params]
+    L = min(max(maxlags), n - 1)
+    var = np.var(X, axis=1)
+    Xo = X - X.mean(axis=1)[:, None]
+    acov = np.empty((m, L + 1))
+    acov[:, 0] = np.einsum("ij,ij->i", Xo, Xo)
+    for k in range(1, L + 1):
+        acov[:, k] = np.einsum("ij,ij->i", Xo[:, k:], Xo[:, :-k])
+    acov /= n - np.arange(L + 1)
+    A = acov[:, 1:] / acov[:, :1]
+    A[(np.abs(var) < 10**-10) | (n == 1)] = 0.0
+    out = np.empty((m, len(params)))
+    for j, p in enumerate(params):
+        out[:, j] = getattr(np, p["f_agg"])(A[:, : maxlags[j]], axis=1)
+    return out
+
+
+register("agg_autocorrelation", min_len=2)(agg_autocorrelation)

@@ -12,15 +12,12 @@ from .registry import KERNELS, register
 # --------------------------------------------------------------------------- helpers
 
 
-def _col(v) -> np.ndarray:
-    return np.asarray(v, dtype=np.float64).reshape(-1, 1)
-
-
 def _plain(name: str, min_len: int = 8):
-    """Register a parameterless calculator ``f(X) -> (m,)``."""
+    """Register a parameterless calculator ``f(X) -> (m,)`` (the engine takes the 1-D result
+    as the one column: no reshaping per call)."""
 
     def deco(f):
-        register(name, min_len)(lambda X, params: _col(f(X)))
+        register(name, min_len)(lambda X, params: f(X))
         return f
 
     return deco
@@ -31,7 +28,12 @@ def _each(name: str, min_len: int = 8):
 
     def deco(f):
         def kernel(X, params):
-            return np.stack([np.asarray(f(X, **p), dtype=np.float64) for p in params], axis=1)
+            if len(params) == 1:
+                return f(X, **params[0])
+            out = np.empty((X.shape[0], len(params)))
+            for j, p in enumerate(params):
+                out[:, j] = f(X, **p)
+            return out
 
         register(name, min_len)(kernel)
         return f
@@ -71,7 +73,7 @@ def median(X):
 
 @_plain("length")
 def length(X):
-    return np.full(X.shape[0], X.shape[1], dtype=np.float64)
+    return float(X.shape[1])  # broadcast by the engine
 
 
 @_plain("standard_deviation")
@@ -525,6 +527,141 @@ def benford_correlation(X, params):
 
 
 register("benford_correlation")(benford_correlation)
+
+
+
+# --------------------------------------------------------------------------- higher moments
+# pandas' nanskew / nankurt (what Series.skew / Series.kurtosis call) on the rows: the same sums
+# (NumPy's pairwise row sums equal its 1-D sums), the same zeroing of m2/m3/m4 below the
+# round-off bound of a constant series, the same bias-corrected formulas.
+
+_EPS = np.finfo(np.float64).eps
+
+
+def _centred_moments(X):
+    count = float(X.shape[1])
+    mean = X.sum(axis=1, dtype=np.float64) / count
+    adj = X - mean[:, None]
+    adj2 = adj**2
+    max_abs = np.abs(X).max(axis=1, initial=0.0)
+    return count, adj, adj2, max_abs
+
+
+def _zero_below(arg, tol):
+    return np.where(np.abs(arg) < tol, 0, arg)
+
+
+@_plain("skewness", min_len=3)
+def skewness(X):
+    count, adj, adj2, max_abs = _centred_moments(X)
+    m2 = adj2.sum(axis=1, dtype=np.float64)
+    m3 = (adj2 * adj).sum(axis=1, dtype=np.float64)
+    m2 = _zero_below(m2, ((_EPS * max_abs) ** 2) * count)
+    m3 = _zero_below(m3, ((_EPS * max_abs) ** 3) * count)
+    res = (count * (count - 1) ** 0.5 / (count - 2)) * (m3 / m2**1.5)
+    return np.where(m2 == 0, 0.0, res)
+
+
+@_plain("kurtosis", min_len=4)
+def kurtosis(X):
+    count, _, adj2, max_abs = _centred_moments(X)
+    m2 = adj2.sum(axis=1, dtype=np.float64)
+    m4 = (adj2**2).sum(axis=1, dtype=np.float64)
+    m2 = _zero_below(m2, ((_EPS * max_abs) ** 2) * count)
+    m4 = _zero_below(m4, ((_EPS * max_abs) ** 4) * count)
+    adj = 3 * (count - 1) ** 2 / ((count - 2) * (count - 3))
+    num = count * (count + 1) * (count - 1) * m4
+    den = (count - 2) * (count - 3) * m2**2
+    return np.where(den == 0, 0.0, num / den - adj)
+
+
+# --------------------------------------------------------------------------- reoccurring sums
+
+
+def _reoccurring(X, points: bool):
+    """tsfresh's ``np.sum(counts * unique)`` with counts clipped (values) or zeroed below 2
+    (data points): per row the same array (one entry per distinct value, in sorted order) is
+    summed, so the same pairwise rounding; rows without repeats are 0 without that step."""
+    S = np.sort(X, axis=1)
+    eq = S[:, 1:] == S[:, :-1]
+    has = eq.any(axis=1)
+    out = np.zeros(X.shape[0])
+    n = X.shape[1]
+    for i in np.flatnonzero(has):
+        starts = np.flatnonzero(np.r_[True, ~eq[i]])
+        counts = np.diff(np.r_[starts, n])
+        uniq = S[i, starts]
+        if points:
+            counts[counts < 2] = 0
+        else:
+            counts = (counts > 1).astype(counts.dtype)
+        out[i] = np.sum(counts * uniq)
+    return out
+
+
+@_plain("sum_of_reoccurring_values", min_len=1)
+def sum_of_reoccurring_values(X):
+    return _reoccurring(X, points=False)
+
+
+@_plain("sum_of_reoccurring_data_points", min_len=1)
+def sum_of_reoccurring_data_points(X):
+    return _reoccurring(X, points=True)
+
+
+# --------------------------------------------------------------------------- binned entropy
+
+
+def _histogram_rows(X, bins: int) -> np.ndarray:
+    """np.histogram(x, bins)[0] for every row (uniform bins from the row's min and max), with
+    NumPy's own index arithmetic and edge corrections: (m, bins) integer counts."""
+    m, n = X.shape
+    lo = X.min(axis=1)
+    hi = X.max(axis=1)
+    same = lo == hi
+    lo = np.where(same, lo - 0.5, lo)
+    hi = np.where(same, hi + 0.5, hi)
+    # np.linspace(lo, hi, bins + 1) per row, as np.histogram builds its edges
+    edges = np.linspace(lo, hi, bins + 1, axis=1)
+    idx = ((X - lo[:, None]) / (hi - lo)[:, None] * bins).astype(np.intp)
+    idx[idx == bins] -= 1
+    rows = np.arange(m)[:, None]
+    idx -= X < edges[rows, idx]
+    idx += (X >= edges[rows, idx + 1]) & (idx != bins - 1)
+    flat = (idx + rows * bins).ravel()
+    return np.bincount(flat, minlength=m * bins).reshape(m, bins)
+
+
+def _entropy_of_counts(H: np.ndarray, n: int) -> np.ndarray:
+    probs = H / n
+    probs[probs == 0] = 1.0
+    return -np.sum(probs * np.log(probs), axis=1)
+
+
+def binned_entropy(X, params):
+    out = np.empty((X.shape[0], len(params)))
+    for j, p in enumerate(params):
+        out[:, j] = _entropy_of_counts(_histogram_rows(X, int(p["max_bins"])), X.shape[1])
+    return out
+
+
+register("binned_entropy", min_len=1)(binned_entropy)
+
+
+# --------------------------------------------------------------------------- query similarity
+
+
+def query_similarity_count(X, params):
+    """tsfresh gives NaN for a query that is None or shorter than 3 (the comprehensive set's
+    only parameter); real queries (stumpy's MASS) are left to tsfresh."""
+    for p in params:
+        q = np.asarray(p.get("query", None)).astype(float)
+        if q.size >= 3:
+            raise NotImplementedError("a real query: tsfresh's own function")
+    return np.full((X.shape[0], len(params)), np.nan)
+
+
+register("query_similarity_count", min_len=1)(query_similarity_count)
 
 
 #: Every calculator registered in this module (single NumPy passes, no per-series loops).
