@@ -26,7 +26,8 @@ from streams import follow as follow_mod
 from streams import kafka
 from streams.assembler import EraAssembler
 from streams.follow import DirectoryFollower, FollowError
-from streams.local_run import DoneWatcher, _end_offset
+from streams.local_run import DoneWatcher
+from streams.topic_reader import watermarks
 from streams.processors import PreprocessProcessor
 from streams.settings import load_settings
 from streams.topics import ERAS_CLEAN, ERAS_RAW, create_topics
@@ -176,7 +177,7 @@ def _raw_chunks(settings, key: str) -> list:
     """Every committed chunk of `key` on eras.raw, in offset order."""
     consumer = Consumer(kafka.consumer_config(settings, f"test-follow-{key}"))
     meta = consumer.list_topics(ERAS_RAW, timeout=30).topics[ERAS_RAW]
-    ends = {p: _end_offset(consumer, TopicPartition(ERAS_RAW, p)) for p in meta.partitions}
+    ends = {p: high for (_, p), (_, high) in watermarks(consumer, [(ERAS_RAW, p) for p in meta.partitions], timeout=30).items()}
     consumer.assign([TopicPartition(ERAS_RAW, p, 0) for p in meta.partitions])
     got, positions = [], {p: 0 for p in ends}
     deadline = time.monotonic() + 30
@@ -198,7 +199,7 @@ def _raw_end(settings) -> int:
     """Sum of eras.raw's high watermarks (messages plus transaction markers)."""
     consumer = Consumer(kafka.consumer_config(settings, "test-follow-ends"))
     meta = consumer.list_topics(ERAS_RAW, timeout=30).topics[ERAS_RAW]
-    total = sum(_end_offset(consumer, TopicPartition(ERAS_RAW, p)) for p in meta.partitions)
+    total = sum(high for _, high in watermarks(consumer, [(ERAS_RAW, p) for p in meta.partitions], timeout=30).values())
     consumer.close()
     return total
 
