@@ -9,7 +9,11 @@
 """
 from __future__ import annotations
 
+import warnings
+
+import numba
 import numpy as np
+from scipy.linalg import qr, solve_triangular
 from scipy.special import stdtr
 from statsmodels.tsa.stattools import levinson_durbin
 
@@ -176,3 +180,179 @@ def agg_autocorrelation(X: np.ndarray, params) -> np.ndarray:
 
 
 register("agg_autocorrelation", min_len=2)(agg_autocorrelation)
+
+# --------------------------------------------------------------------------- ar_coefficient
+
+
+def _ar_params(x: np.ndarray, k: int) -> np.ndarray | None:
+    """statsmodels' AutoReg(x, lags=k, trend="c").fit().params ([const, phi_1..phi_k]) as one
+    least-squares solve: R of the QR of ``[1, x_{t-1}, ..., x_{t-k} | x_t]`` (t = k..n-1, the
+    rows AutoReg keeps), then the triangular solve. statsmodels solves the same problem with a
+    pseudo-inverse (SVD); for a full-rank design both are the exact least-squares solution up to
+    round-off. None where the design is (nearly) rank deficient: statsmodels' pseudo-inverse
+    decides there."""
+    n = len(x)
+    nobs = n - k
+    Z = np.empty((nobs, k + 2), order="F")
+    Z[:, 0] = 1.0
+    for j in range(1, k + 1):
+        Z[:, j] = x[k - j : n - j]
+    Z[:, -1] = x[k:]
+    R = qr(Z, mode="r", overwrite_a=True, check_finite=False)[0][: k + 2, : k + 2]
+    d = np.abs(np.diag(R))[: k + 1]
+    colnorm = np.sqrt(np.sum(R[:, : k + 1] ** 2, axis=0))
+    if np.any(d <= _AR_RANK_TOL * np.maximum(colnorm, np.finfo(float).tiny)):
+        return None
+    return solve_triangular(R[: k + 1, : k + 1], R[: k + 1, -1], check_finite=False)
+
+
+_AR_RANK_TOL = 1e-6
+
+
+def ar_coefficient(X: np.ndarray, params) -> np.ndarray:
+    m, n = X.shape
+    ks = sorted({int(p["k"]) for p in params})
+    if any(n - k < 2 * (k + 1) for k in ks):
+        raise ValueError("short series: tsfresh's own function")  # its error paths
+    func = fallback.resolve("ar_coefficient")
+    out = np.empty((m, len(params)))
+    for i in range(m):
+        fits = {k: _ar_params(X[i], k) for k in ks}
+        if any(v is None for v in fits.values()):
+            out[i] = fallback.fallback_block(func, X[i : i + 1], params)[0]
+            continue
+        for j, p in enumerate(params):
+            k, c = int(p["k"]), p["coeff"]
+            out[i, j] = fits[k][c] if c <= k else np.nan
+    return out
+
+
+register("ar_coefficient", min_len=8)(ar_coefficient)
+
+# --------------------------------------------------------------------------- friedrich / langevin
+
+
+@numba.njit(cache=True)
+def _kahan_bin_means(sig, delta, labels, nb):
+    """pandas' cython group_mean (Kahan-compensated sums in row order, then sum / count) of
+    ``sig`` and ``delta`` per bin label; NaN for empty bins."""
+    sx = np.zeros(nb)
+    cx = np.zeros(nb)
+    sy = np.zeros(nb)
+    cy = np.zeros(nb)
+    cnt = np.zeros(nb)
+    for i in range(sig.shape[0]):
+        b = labels[i]
+        if b < 0:
+            continue
+        cnt[b] += 1
+        y = sig[i] - cx[b]
+        t = sx[b] + y
+        cx[b] = t - sx[b] - y
+        if cx[b] != cx[b]:
+            cx[b] = 0.0
+        sx[b] = t
+        y = delta[i] - cy[b]
+        t = sy[b] + y
+        cy[b] = t - sy[b] - y
+        if cy[b] != cy[b]:
+            cy[b] = 0.0
+        sy[b] = t
+    xm = np.full(nb, np.nan)
+    ym = np.full(nb, np.nan)
+    for b in range(nb):
+        if cnt[b] > 0:
+            xm[b] = sx[b] / cnt[b]
+            ym[b] = sy[b] / cnt[b]
+    return xm, ym
+
+
+def _qcut_quantiles(r: int) -> np.ndarray:
+    """pd.qcut's quantile levels for ``q=r`` (linspace, nudged up where not exact)."""
+    q = np.linspace(0, 1, r + 1)
+    np.putmask(q, r * q != np.arange(r + 1), np.nextafter(q, 1))
+    return q
+
+
+def _friedrich_rows(X: np.ndarray, m: int, r: int) -> np.ndarray:
+    """tsfresh's _estimate_friedrich_coefficients for every row: pd.qcut(x[:-1], r) bins (the
+    quantiles np.quantile gives pandas), the bin means of x[:-1] and diff(x) as pandas'
+    groupby computes them, np.polyfit on the non-empty bins. (rows, m + 1), NaN where tsfresh's
+    qcut or polyfit fail; rows where pandas' interval labels could merge or fail (bin edges of
+    extreme magnitude, where its rounding to 3+ digits misbehaves) are marked for tsfresh."""
+    rows, n = X.shape
+    out = np.full((rows, m + 1), np.nan)
+    odd = np.zeros(rows, dtype=bool)
+    if n < 2:
+        return out, odd
+    S = X[:, :-1]
+    D = np.diff(X, axis=1)
+    qs = _qcut_quantiles(r)
+    B = np.quantile(S, qs, axis=1).T  # (rows, r + 1): what Series.quantile computes
+    for i in range(rows):
+        bins = B[i]
+        if np.any(bins[1:] == bins[:-1]) and len(bins) != 2:
+            continue  # qcut: "Bin edges must be unique"
+        a = np.abs(bins)
+        if not np.all((a == 0) | ((a > 1e-200) & (a < 1e200))):
+            odd[i] = True
+            continue
+        s = S[i]
+        ids = np.searchsorted(bins, s, side="left")
+        ids[s == bins[0]] = 1
+        ids[(ids == len(bins)) | (ids == 0)] = 0
+        xm, ym = _kahan_bin_means(s, D[i], ids - 1, len(bins) - 1)
+        keep = ~(np.isnan(xm) | np.isnan(ym))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[i] = np.polyfit(xm[keep], ym[keep], deg=m)
+        except (np.linalg.LinAlgError, ValueError):
+            pass
+    return out, odd
+
+
+def _odd_rows_from_tsfresh(name: str, X: np.ndarray, params, out: np.ndarray, odd: np.ndarray):
+    func = fallback.resolve(name)
+    for i in np.flatnonzero(odd):
+        out[i] = fallback.fallback_block(func, X[i : i + 1], params)[0]
+    return out
+
+
+def friedrich_coefficients(X: np.ndarray, params) -> np.ndarray:
+    out = np.full((X.shape[0], len(params)), np.nan)
+    cache: dict = {}
+    odd = np.zeros(X.shape[0], dtype=bool)
+    for j, p in enumerate(params):
+        m, r, c = int(p["m"]), int(p["r"]), p["coeff"]
+        assert m > 0 and c >= 0
+        if (m, r) not in cache:
+            cache[(m, r)], o = _friedrich_rows(X, m, r)
+            odd |= o
+        if c <= m:
+            out[:, j] = cache[(m, r)][:, c]
+    return _odd_rows_from_tsfresh("friedrich_coefficients", X, params, out, odd)
+
+
+register("friedrich_coefficients", min_len=3)(friedrich_coefficients)
+
+
+def max_langevin_fixed_point(X: np.ndarray, params) -> np.ndarray:
+    out = np.full((X.shape[0], len(params)), np.nan)
+    cache: dict = {}
+    odd = np.zeros(X.shape[0], dtype=bool)
+    for j, p in enumerate(params):
+        m, r = int(p["m"]), int(p["r"])
+        assert m > 0
+        if (m, r) not in cache:
+            cache[(m, r)], o = _friedrich_rows(X, m, r)
+            odd |= o
+        for i, coeff in enumerate(cache[(m, r)]):
+            try:
+                out[i, j] = np.max(np.real(np.roots(coeff)))
+            except (np.linalg.LinAlgError, ValueError):
+                pass
+    return _odd_rows_from_tsfresh("max_langevin_fixed_point", X, params, out, odd)
+
+
+register("max_langevin_fixed_point", min_len=3)(max_langevin_fixed_point)
