@@ -42,10 +42,18 @@ def plan(fc_parameters: Mapping) -> list[tuple[object, object, str, tuple[str, .
     return out
 
 
+_KERNEL_OF: dict = {}
+
+
 def _kernel_for(func, name: str, use_kernels: bool):
-    if not use_kernels or callable_is_custom(func):
+    if not use_kernels:
         return None
-    return KERNELS.get(name)
+    try:
+        return _KERNEL_OF[func]
+    except KeyError:
+        kern = None if callable_is_custom(func) else KERNELS.get(name)
+        _KERNEL_OF[func] = kern
+        return kern
 
 
 def _run_step(X: np.ndarray, step, out: np.ndarray, col: int, use_kernels: bool) -> int:
@@ -61,6 +69,9 @@ def _run_step(X: np.ndarray, step, out: np.ndarray, col: int, use_kernels: bool)
             v = kern.fn(X, params)
         except Exception:  # noqa: BLE001 - parameters the kernel does not take: tsfresh decides
             v = None
+        if type(v) is float and k == 1:  # a constant column (length)
+            out[:, col] = v
+            return col + 1
         if v is not None:
             v = np.asarray(v, dtype=np.float64)
             if v.shape != (m, k) and not (k == 1 and v.shape in ((m,), ())):

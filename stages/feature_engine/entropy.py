@@ -9,7 +9,9 @@ approximate_entropy.
 * sample_entropy / approximate_entropy: the same integer match counts as tsfresh's quadratic
   arrays, in linear memory: pairs are enumerated in order of the first coordinate and only
   those within the largest tolerance are compared (floating subtraction is monotone, so the
-  cut-off is exact); the final logs and sums are NumPy's, on the same arrays.
+  cut-off is exact); the final logs and sums are NumPy's, on the same arrays. sample_entropy
+  first groups identical windows by hashing (a pair of groups of sizes a and b is a * b
+  matches), so tie-heavy series (binary, constant runs) take about linear time.
 """
 from __future__ import annotations
 
@@ -101,31 +103,94 @@ register("permutation_entropy", min_len=8)(permutation_entropy)
 
 
 @numba.njit(cache=True)
-def _sample_counts(x, tol):
-    """(A, B) of tsfresh's sample_entropy: matching pairs of 3- and 2-windows (ordered, no self)."""
-    n = x.shape[0]
-    nb = n - 1  # 2-windows start at 0..n-2
-    order = np.argsort(x[:nb], kind="mergesort")
-    xs = x[:nb][order]
-    A = 0
-    B = 0
-    for p in range(nb):
-        i = order[p]
-        for q in range(p + 1, nb):
-            if xs[q] - xs[p] > tol:
+def _mix(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True)
+def _template_groups(bits, d, count):
+    """Identical d-windows among the first ``count`` window starts of one row (``bits``: the
+    row's float64 bits with -0.0 made 0.0), by hashing: (a representative start per distinct
+    window, its multiplicity)."""
+    size = 16
+    while size < 2 * count:
+        size *= 2
+    mask = np.uint64(size - 1)
+    rep = np.full(size, -1, np.int64)
+    cnt = np.zeros(size, np.int64)
+    used = np.empty(count, np.int64)
+    k = 0
+    for s in range(count):
+        h = np.uint64(d)
+        for t in range(d):
+            h = _mix(h ^ np.uint64(bits[s + t]))
+        j = np.int64(h & mask)
+        while rep[j] >= 0:
+            r = rep[j]
+            same = True
+            for t in range(d):
+                if bits[r + t] != bits[s + t]:
+                    same = False
+                    break
+            if same:
                 break
-            j = order[q]
-            if abs(x[i + 1] - x[j + 1]) <= tol:
-                B += 2
-                if i < n - 2 and j < n - 2 and abs(x[i + 2] - x[j + 2]) <= tol:
-                    A += 2
-    return A, B
+            j = (j + 1) & (size - 1)
+        if rep[j] < 0:
+            rep[j] = s
+            used[k] = j
+            k += 1
+        cnt[j] += 1
+    return rep[used[:k]], cnt[used[:k]]
+
+
+@numba.njit(cache=True)
+def _matching_pairs(x, starts, counts, d, tol):
+    """Ordered pairs of windows (no window with itself) whose coordinates all differ by at
+    most ``tol``, over distinct windows with multiplicities: identical windows match each other
+    (c * (c - 1)), distinct ones are compared in order of their first coordinate and only while
+    that one is within ``tol`` (floating subtraction is monotone, so the cut-off is exact)."""
+    order = np.argsort(x[starts], kind="mergesort")
+    K = starts.shape[0]
+    first = np.empty(K)
+    for p in range(K):
+        first[p] = x[starts[order[p]]]
+    total = 0
+    for p in range(K):
+        i = starts[order[p]]
+        ci = counts[order[p]]
+        total += ci * (ci - 1)
+        for q in range(p + 1, K):
+            if first[q] - first[p] > tol:
+                break
+            j = starts[order[q]]
+            ok = True
+            for t in range(1, d):
+                if abs(x[i + t] - x[j + t]) > tol:
+                    ok = False
+                    break
+            if ok:
+                total += 2 * ci * counts[order[q]]
+    return total
+
+
+def _sample_counts(x: np.ndarray, tol: float) -> tuple[int, int]:
+    """(A, B) of tsfresh's sample_entropy: ordered pairs (no self-pairs) of matching 3-windows
+    (starts 0..n-3) and 2-windows (starts 0..n-2). Identical windows are grouped by hashing
+    first, so series with many tied values (binary, constant runs) are counted in about linear
+    time; the comparisons are tsfresh's (``abs(a - b) <= tol`` on the same floats)."""
+    n = len(x)
+    bits = (x + 0.0).view(np.int64)  # -0.0 -> 0.0: equal values, equal bits
+    s2, c2 = _template_groups(bits, 2, n - 1)
+    s3, c3 = _template_groups(bits, 3, n - 2)
+    return int(_matching_pairs(x, s3, c3, 3, tol)), int(_matching_pairs(x, s2, c2, 2, tol))
 
 
 def sample_entropy(X: np.ndarray, params) -> np.ndarray:
     out = np.empty((X.shape[0], 1))
     for i in range(X.shape[0]):
-        x = X[i]
+        x = np.ascontiguousarray(X[i])
         tol = 0.2 * np.std(x)
         A, B = _sample_counts(x, tol)
         with np.errstate(all="ignore"):

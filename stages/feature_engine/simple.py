@@ -5,6 +5,7 @@ same comparisons, same reductions along contiguous rows, so the same rounding).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .registry import KERNELS, register
@@ -51,6 +52,12 @@ def _std(X):
 
 def _var(X):
     return np.var(X, axis=1)
+
+
+def _count_rows(B) -> np.ndarray:
+    """True values per row of a boolean array: np.count_nonzero per row (its SIMD count),
+    much faster than a reduction along axis 1 (which sums through an integer cast)."""
+    return np.array([np.count_nonzero(b) for b in B], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- moments
@@ -107,7 +114,7 @@ def root_mean_square(X):
 
 @_plain("abs_energy")
 def abs_energy(X):
-    return np.einsum("ij,ij->i", X, X)
+    return np.array([x.dot(x) for x in X])  # BLAS ddot per row, as tsfresh's np.dot(x, x)
 
 
 @_plain("maximum")
@@ -134,7 +141,7 @@ def large_standard_deviation(X, r):
 def ratio_beyond_r_sigma(X, r):
     m = _mean(X)[:, None]
     s = _std(X)[:, None]
-    return np.sum(np.abs(X - m) > r * s, axis=1) / X.shape[1]
+    return _count_rows(np.abs(X - m) > r * s) / X.shape[1]
 
 
 def symmetry_looking(X, params):
@@ -186,7 +193,7 @@ def cid_ce(X, normalize):
 @_each("number_crossing_m")
 def number_crossing_m(X, m):
     pos = X > m
-    return np.count_nonzero(pos[:, 1:] != pos[:, :-1], axis=1)
+    return _count_rows(pos[:, 1:] != pos[:, :-1])
 
 
 @_each("time_reversal_asymmetry_statistic")
@@ -231,34 +238,34 @@ def quantile(X, q):
 
 @_each("count_above")
 def count_above(X, t):
-    return np.sum(X >= t, axis=1) / X.shape[1]
+    return _count_rows(X >= t) / X.shape[1]
 
 
 @_each("count_below")
 def count_below(X, t):
-    return np.sum(X <= t, axis=1) / X.shape[1]
+    return _count_rows(X <= t) / X.shape[1]
 
 
 @_each("value_count")
 def value_count(X, value):
     if np.isnan(value):
         return np.zeros(X.shape[0])  # the engine's rows are NaN-free
-    return np.count_nonzero(X == value, axis=1)
+    return _count_rows(X == value)
 
 
 @_each("range_count")
 def range_count(X, min, max):  # noqa: A002 - tsfresh's parameter names
-    return np.sum((X >= min) & (X < max), axis=1)
+    return _count_rows((X >= min) & (X < max))
 
 
 @_plain("count_above_mean")
 def count_above_mean(X):
-    return np.count_nonzero(X > _mean(X)[:, None], axis=1)
+    return _count_rows(X > _mean(X)[:, None])
 
 
 @_plain("count_below_mean")
 def count_below_mean(X):
-    return np.count_nonzero(X < _mean(X)[:, None], axis=1)
+    return _count_rows(X < _mean(X)[:, None])
 
 
 def _longest_run(B):
@@ -307,49 +314,93 @@ def last_location_of_minimum(X):
 
 @_plain("has_duplicate_max")
 def has_duplicate_max(X):
-    return np.sum(X == np.max(X, axis=1)[:, None], axis=1) >= 2
+    return _count_rows(X == np.max(X, axis=1)[:, None]) >= 2
 
 
 @_plain("has_duplicate_min")
 def has_duplicate_min(X):
-    return np.sum(X == np.min(X, axis=1)[:, None], axis=1) >= 2
+    return _count_rows(X == np.min(X, axis=1)[:, None]) >= 2
 
 
-def _sorted_groups(X):
-    """Sorted rows, the flags 'first of its value' and 'value occurs more than once'."""
-    S = np.sort(X, axis=1)
-    eq = S[:, 1:] == S[:, :-1]  # equal to the next one
-    first = np.ones_like(S, dtype=bool)
-    first[:, 1:] = ~eq
-    dup_next = np.zeros_like(S, dtype=bool)
-    dup_next[:, :-1] = eq
-    return S, first, dup_next, eq
+@numba.njit(cache=True)
+def _hash_slot(bits, mask):
+    """splitmix64's finaliser: every bit of the key reaches the low bits used as the slot."""
+    z = np.uint64(bits)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.int64(z & np.uint64(mask))
+
+
+_NEG_ZERO = np.array([-0.0]).view(np.int64)[0]
+
+
+def _value_counts(X, stop_at_first):
+    """Per row: (distinct values, values seen more than once, points of such values), by an
+    open-addressing hash on the bits (-0.0 taken as 0.0, as sorting and pandas do): linear
+    time, where np.unique sorts. With ``stop_at_first`` a row stops at its first repeat."""
+    return _value_counts_bits(np.ascontiguousarray(X).view(np.int64), stop_at_first, _NEG_ZERO)
+
+
+@numba.njit(cache=True)
+def _value_counts_bits(X, stop_at_first, neg_zero):
+    m, n = X.shape
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    mask = size - 1
+    keys = np.empty(size, np.int64)
+    cnt = np.zeros(size, np.int64)
+    res = np.zeros((m, 3), np.int64)
+    for i in range(m):
+        cnt[:] = 0
+        distinct = 0
+        rep_vals = 0
+        rep_pts = 0
+        for t in range(n):
+            b = X[i, t]
+            if b == neg_zero:
+                b = 0
+            j = _hash_slot(b, mask)
+            while cnt[j] != 0 and keys[j] != b:
+                j = (j + 1) & mask
+            c = cnt[j]
+            if c == 0:
+                keys[j] = b
+                distinct += 1
+            elif c == 1:
+                rep_vals += 1
+                rep_pts += 2
+            else:
+                rep_pts += 1
+            cnt[j] = c + 1
+            if stop_at_first and c > 0:
+                break
+        res[i, 0] = distinct
+        res[i, 1] = rep_vals
+        res[i, 2] = rep_pts
+    return res
 
 
 @_plain("has_duplicate")
 def has_duplicate(X):
-    S = np.sort(X, axis=1)
-    return np.any(S[:, 1:] == S[:, :-1], axis=1)
+    return _value_counts(X, True)[:, 1] > 0
 
 
 @_plain("ratio_value_number_to_time_series_length")
 def ratio_value_number_to_time_series_length(X):
-    _, first, _, _ = _sorted_groups(X)
-    return np.count_nonzero(first, axis=1) / X.shape[1]
+    return _value_counts(X, False)[:, 0] / X.shape[1]
 
 
 @_plain("percentage_of_reoccurring_values_to_all_values")
 def percentage_of_reoccurring_values_to_all_values(X):
-    _, first, dup_next, _ = _sorted_groups(X)
-    return np.count_nonzero(first & dup_next, axis=1) / np.count_nonzero(first, axis=1)
+    c = _value_counts(X, False)
+    return c[:, 1] / c[:, 0]
 
 
 @_plain("percentage_of_reoccurring_datapoints_to_all_datapoints")
 def percentage_of_reoccurring_datapoints_to_all_datapoints(X):
-    _, _, dup_next, eq = _sorted_groups(X)
-    in_group = dup_next.copy()
-    in_group[:, 1:] |= eq
-    return np.count_nonzero(in_group, axis=1) / X.shape[1]
+    return _value_counts(X, False)[:, 2] / X.shape[1]
 
 
 @_each("number_peaks")
@@ -362,14 +413,17 @@ def number_peaks(X, n):
     for i in range(1, n + 1):
         res &= core > X[:, n - i : N - n - i]
         res &= core > X[:, n + i : N - n + i]
-    return np.sum(res, axis=1)
+    return _count_rows(res)
 
 
 @_each("mean_n_absolute_max")
 def mean_n_absolute_max(X, number_of_maxima):
     if X.shape[1] <= number_of_maxima:
         return np.full(X.shape[0], np.nan)
-    A = np.sort(np.abs(X), axis=1)[:, -number_of_maxima:]
+    n = X.shape[1]
+    # the k largest by a partition, then sorted: the same values in the same order as tsfresh's
+    # full sort, so the same mean
+    A = np.sort(np.partition(np.abs(X), n - number_of_maxima, axis=1)[:, n - number_of_maxima :], axis=1)
     return np.mean(A, axis=1)
 
 
@@ -578,19 +632,47 @@ def kurtosis(X):
 # --------------------------------------------------------------------------- reoccurring sums
 
 
+@numba.njit(cache=True)
+def _distinct_bits(row, neg_zero):
+    """Distinct values (as bits, -0.0 as 0.0) of one row and their counts, by hashing."""
+    n = row.shape[0]
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    mask = size - 1
+    keys = np.empty(size, np.int64)
+    cnt = np.zeros(size, np.int64)
+    slots = np.empty(n, np.int64)
+    k = 0
+    for t in range(n):
+        b = row[t]
+        if b == neg_zero:
+            b = 0
+        j = _hash_slot(b, mask)
+        while cnt[j] != 0 and keys[j] != b:
+            j = (j + 1) & mask
+        if cnt[j] == 0:
+            keys[j] = b
+            slots[k] = j
+            k += 1
+        cnt[j] += 1
+    return keys[slots[:k]], cnt[slots[:k]]
+
+
 def _reoccurring(X, points: bool):
     """tsfresh's ``np.sum(counts * unique)`` with counts clipped (values) or zeroed below 2
-    (data points): per row the same array (one entry per distinct value, in sorted order) is
-    summed, so the same pairwise rounding; rows without repeats are 0 without that step."""
-    S = np.sort(X, axis=1)
-    eq = S[:, 1:] == S[:, :-1]
-    has = eq.any(axis=1)
+    (data points). Distinct values and counts come from a hash (linear time); only the
+    distinct values are sorted, giving np.unique's arrays, so the sum is over the same array in
+    the same order (the same pairwise rounding). Rows without repeats are 0."""
+    B = np.ascontiguousarray(X).view(np.int64)
+    c = _value_counts(X, True)  # stops at a row's first repeat
     out = np.zeros(X.shape[0])
-    n = X.shape[1]
-    for i in np.flatnonzero(has):
-        starts = np.flatnonzero(np.r_[True, ~eq[i]])
-        counts = np.diff(np.r_[starts, n])
-        uniq = S[i, starts]
+    for i in np.flatnonzero(c[:, 1] > 0):
+        keys, counts = _distinct_bits(B[i], _NEG_ZERO)
+        vals = keys.view(np.float64)
+        order = np.argsort(vals)
+        uniq = vals[order]
+        counts = counts[order]
         if points:
             counts[counts < 2] = 0
         else:
@@ -612,28 +694,48 @@ def sum_of_reoccurring_data_points(X):
 # --------------------------------------------------------------------------- binned entropy
 
 
+@numba.njit(cache=True)
+def _bin_counts(X, lo, hi, edges, bins, bad):
+    """np.histogram's uniform-bin index arithmetic per element (the same float operations in
+    the same order), counted per row."""
+    m, n = X.shape
+    H = np.zeros((m, bins), np.int64)
+    for i in range(m):
+        if bad[i]:
+            continue
+        denom = hi[i] - lo[i]
+        for t in range(n):
+            x = X[i, t]
+            f = (x - lo[i]) / denom * bins
+            j = np.int64(f)
+            if j == bins:
+                j -= 1
+            if x < edges[i, j]:
+                j -= 1
+            if x >= edges[i, j + 1] and j != bins - 1:
+                j += 1
+            H[i, j] += 1
+    return H
+
+
 def _histogram_rows(X, bins: int) -> np.ndarray:
     """np.histogram(x, bins)[0] for every row (uniform bins from the row's min and max), with
-    NumPy's own index arithmetic and edge corrections: (m, bins) integer counts."""
-    m, n = X.shape
+    NumPy's own edges (np.linspace) and index arithmetic: (m, bins) float counts, NaN rows
+    where np.histogram raises (edges not increasing: a range too small for that many bins)."""
     lo = X.min(axis=1)
     hi = X.max(axis=1)
     same = lo == hi
     lo = np.where(same, lo - 0.5, lo)
     hi = np.where(same, hi + 0.5, hi)
-    # np.linspace(lo, hi, bins + 1) per row, as np.histogram builds its edges
-    edges = np.linspace(lo, hi, bins + 1, axis=1)
-    idx = ((X - lo[:, None]) / (hi - lo)[:, None] * bins).astype(np.intp)
-    idx[idx == bins] -= 1
-    rows = np.arange(m)[:, None]
-    idx -= X < edges[rows, idx]
-    idx += (X >= edges[rows, idx + 1]) & (idx != bins - 1)
-    flat = (idx + rows * bins).ravel()
-    return np.bincount(flat, minlength=m * bins).reshape(m, bins)
+    edges = np.ascontiguousarray(np.linspace(lo, hi, bins + 1, axis=1))
+    bad = np.any(edges[:, :-1] >= edges[:, 1:], axis=1)
+    H = _bin_counts(X, lo, hi, edges, int(bins), bad).astype(np.float64)
+    H[bad] = np.nan
+    return H
 
 
 def _entropy_of_counts(H: np.ndarray, n: int) -> np.ndarray:
-    probs = H / n
+    probs = H / n  # NaN rows stay NaN
     probs[probs == 0] = 1.0
     return -np.sum(probs * np.log(probs), axis=1)
 
