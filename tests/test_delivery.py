@@ -209,3 +209,32 @@ def _replayed_keys(pipe: PipelineUnderTest, run_id: str) -> set[str]:
     """Era keys with both sources stored under run_id, from the sink's notices."""
     pipe.watcher.poll()
     return {k for k, s in pipe.watcher.done_by_run.get(run_id, {}).items() if s >= {"tsfresh", "rolling"}}
+
+
+def test_an_era_longer_than_the_poll_interval_keeps_its_worker_in_the_group(settings, tmp_path, unique):
+    """Computing with partitions paused while polling: no max.poll.interval.ms to outgrow."""
+    cfg = settings.model_copy(update={
+        "run_id": f"long-{unique}", "feature_set": "comprehensive", "feature_engine": "tsfresh",
+        "max_poll_interval_ms": 10_000, "session_timeout_ms": 6_000, "batch_size": 2000,
+    })
+    pipe = PipelineUnderTest(cfg)
+    try:
+        frame = generate_sample(days=1, freq="1min", seed=9, compartments=("gh_long",))
+        path = tmp_path / "long.csv"
+        frame.to_csv(path, index=False)
+        pipe.start_all()
+        report = pipe.ingest(path)
+        pipe.wait_stored(report.eras, timeout=400)
+        tsfresh_log = "".join(p.read_text() for p in pipe.log_dir.glob("tsfresh-*.log"))
+        computed = [line for line in tsfresh_log.splitlines() if "tsfresh: era" in line]
+        assert computed and float(computed[0].split(" in ")[1].split(" s")[0]) > 10.0  # longer than the interval
+        assert "revoked" not in tsfresh_log and "poll interval" not in tsfresh_log
+        pipe.stop()
+        client = pipe.clickhouse()
+        try:
+            plain, final = count_rows(client, "era_features", cfg.run_id)
+        finally:
+            client.close()
+        assert plain == final > 0
+    finally:
+        pipe.close()

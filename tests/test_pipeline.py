@@ -61,7 +61,8 @@ def _assert_parity(client, run_id: str, clean_eras, feature_set: str) -> None:
         a, b = ours.to_numpy(), ref.to_numpy()
         assert np.array_equal(np.isnan(a), np.isnan(b)), f"NaN pattern differs for era {key}"
         finite = ~np.isnan(a)
-        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-9, atol=0, err_msg=f"era {key}")
+        # 1e-9 relative; 1e-12 absolute for values that are zero up to rounding (e.g. 2.8e-17 vs 0.0)
+        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-9, atol=1e-12, err_msg=f"era {key}")
 
 
 def _assert_once(client, run_id: str, eras: int) -> None:
