@@ -215,7 +215,8 @@ def ingest(
     try:
         with _progress() as progress:
             task = progress.add_task("publishing eras", total=None)
-            report = publish(cfg, path, eras, era_length, progress=lambda what, done, total: progress.update(task, completed=done, total=total))
+            report = publish(cfg, path, eras, era_length, progress=lambda what, done, total, detail="": progress.update(
+                task, completed=done, total=total, description=f"publishing eras ({detail})"))
     except InputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -286,10 +287,11 @@ def run(
         with _progress() as progress:
             tasks: dict[str, int] = {}
 
-            def on_progress(what: str, done: int, total: int) -> None:
+            def on_progress(what: str, done: int, total: int, detail: str = "") -> None:
+                label = {"eras": "published eras", "stored": "eras in ClickHouse"}.get(what, what)
                 if what not in tasks:
-                    tasks[what] = progress.add_task({"eras": "published eras", "stored": "eras in ClickHouse"}.get(what, what), total=total)
-                progress.update(tasks[what], completed=done, total=total)
+                    tasks[what] = progress.add_task(label, total=total)
+                progress.update(tasks[what], completed=done, total=total, description=f"{label} ({detail})" if detail else label)
 
             workers = {"tsfresh": tsfresh_workers, "preprocess": preprocess_workers, "rolling": rolling_workers}
             summary = run_local(cfg, input, eras, era_length, timeout=timeout, on_progress=on_progress, workers=workers)

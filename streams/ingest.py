@@ -45,7 +45,12 @@ class IngestReport:
         return self.bytes / 1e6 / self.seconds if self.seconds else 0.0
 
 
-Progress = Callable[[str, int, int], None]  # (what, done, total)
+Progress = Callable[[str, int, int, str], None]  # (what, done, total, detail)
+
+
+def _rate(report: "IngestReport", started: float) -> str:
+    seconds = max(time.perf_counter() - started, 1e-9)
+    return f"{report.rows:,} rows, {report.bytes / 1e6:.1f} MB, {report.bytes / 1e6 / seconds:.1f} MB/s"
 
 
 def input_files(path: Path) -> list[Path]:
@@ -127,7 +132,7 @@ def publish(
             report.rows += len(frame)
             report.eras.append(spec.key)
             if progress:
-                progress("eras", i + 1, len(planned))
+                progress("eras", i + 1, len(planned), _rate(report, started))
         producer.commit_transaction(120)
     except BaseException:
         producer.abort_transaction(60)

@@ -91,7 +91,7 @@ def run_local(
     eras_file: Path | None = None,
     era_length: str = "1D",
     timeout: float | None = None,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: Callable[..., None] | None = None,
     workers: dict[str, int] | None = None,
 ) -> RunSummary:
     """workers: processes per stage (default 1 each; the embedded-chDB sink allows only 1)."""
