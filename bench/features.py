@@ -180,16 +180,23 @@ def print_table(table, cov, title, top=0) -> list[tuple[str, float, float]]:
 def per_calc_only(args, sizes, sets, cov) -> int:
     only = set(args.calcs.split(",")) if args.calcs else None
     slower_all = []
-    for rows in sizes:
-        era = make_era(rows)
-        k = args.calc_sensors or 3
-        sensors = [SENSORS[0], SENSORS[-3], SENSORS[-1], *SENSORS[1:-3]][:k]
-        for set_name in sets:
-            params = SETS[set_name]()
-            skip = QUADRATIC if rows > args.quadratic_max else set()
+    for set_name in sets:
+        params = SETS[set_name]()
+        prev = None  # (rows, sensors, {calculator: tsfresh seconds}) of the previous size
+        for rows in sorted(sizes):
+            era = make_era(rows)
+            k = args.calc_sensors or 3
+            sensors = [SENSORS[0], SENSORS[-3], SENSORS[-1], *SENSORS[1:-3]][:k]
+            skip = set(QUADRATIC) if rows > args.quadratic_max else set()
+            if prev is not None:  # tsfresh's time at this size, linear from the previous size
+                r0, k0, t0 = prev
+                est = {n: t * (rows / r0) * (k / k0) for n, t in t0.items()}
+                skip |= {n for n, t in est.items() if t > args.max_tsfresh_s}
             table = per_calculator(era, params, sensors, min_total=args.min_time, only=only, skip=skip)
-            print(f"\n## per calculator: {set_name} set, {rows:,} rows x {k} sensors, one process"
-                  + (f" (not run: {', '.join(sorted(skip))})" if skip else ""))
+            prev = (rows, k, {n: a for n, a, _ in table})
+            print(f"\n## per calculator: {set_name} set, {rows:,} rows x {k} sensors, one process")
+            if skip:
+                print(f"(tsfresh not run, too slow at this size: {', '.join(sorted(skip))})")
             slower_all += [(set_name, rows, *r) for r in print_table(table, cov, "total")]
     print(f"\n## calculators slower than tsfresh's function: {len(slower_all)}")
     for set_name, rows, n, a, b in slower_all:
@@ -214,6 +221,9 @@ def main(argv=None) -> int:
                     help="seconds of repetitions per calculator and side (best-of timing)")
     ap.add_argument("--quadratic-max", type=int, default=10_000,
                     help="largest size at which tsfresh's quadratic entropies are run")
+    ap.add_argument("--max-tsfresh-s", type=float, default=2.0,
+                    help="--per-calc-only: skip a calculator whose tsfresh time, scaled from the "
+                         "previous size, would exceed this (seconds)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     sets = [s for s in args.sets.split(",") if s]

@@ -133,3 +133,17 @@ def test_query_similarity_count_with_a_query_goes_to_tsfresh():
     x = np.sin(np.arange(300) / 5.0) + rng.normal(scale=0.1, size=300)
     params = [{"query": None, "threshold": 0.0}, {"query": x[10:20], "threshold": 2.0, "normalize": True}]
     assert not check("query_similarity_count", {"x": x}, params)
+
+
+def test_fused_pairwise_sums_are_numpys_bit_for_bit():
+    from stages.feature_engine import fused
+
+    rng = np.random.default_rng(37)
+    for n in (2, 8, 9, 127, 128, 129, 130, 1000, 8192, 8193, 20001):
+        X = rng.normal(size=(2, n)) * rng.lognormal(0, 4, size=(2, n))
+        assert np.array_equal(fused.abs_diff_sums(X), np.sum(np.abs(np.diff(X, axis=1)), axis=1)), n
+    x = np.abs(rng.normal(size=(1, 5000)))
+    x[0, :10] = 0.0
+    qs = np.array([0.0, 1e-300, 0.1, 0.5, 0.99, 1.0, 1.5])
+    ref = (np.array([np.argmax(np.cumsum(x[0]) / np.sum(x[0]) >= q) for q in qs]) + 1) / 5000
+    assert np.array_equal(fused.index_mass(x, qs)[0], ref)

@@ -75,7 +75,7 @@ def _linregress_rows(Y: np.ndarray) -> dict[str, np.ndarray]:
     f = 1.0 / k
     ssxm = xc.dot(xc) * f
     ssxym = (Yc @ xc) * f
-    ssym = np.einsum("ij,ij->i", Yc, Yc) * f
+    ssym = np.vecdot(Yc, Yc) * f
     with np.errstate(all="ignore"):
         r = ssxym / np.sqrt(ssxm * ssym)
         r = np.clip(r, -1.0, 1.0)
@@ -167,9 +167,9 @@ def agg_autocorrelation(X: np.ndarray, params) -> np.ndarray:
     var = np.var(X, axis=1)
     Xo = X - X.mean(axis=1)[:, None]
     acov = np.empty((m, L + 1))
-    acov[:, 0] = np.einsum("ij,ij->i", Xo, Xo)
+    acov[:, 0] = np.vecdot(Xo, Xo)
     for k in range(1, L + 1):
-        acov[:, k] = np.einsum("ij,ij->i", Xo[:, k:], Xo[:, :-k])
+        acov[:, k] = np.vecdot(Xo[:, k:], Xo[:, :-k])
     acov /= n - np.arange(L + 1)
     A = acov[:, 1:] / acov[:, :1]
     A[(np.abs(var) < 10**-10) | (n == 1)] = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import fused as _fused
 from .registry import KERNELS, register
 
 # --------------------------------------------------------------------------- helpers
@@ -114,7 +115,7 @@ def root_mean_square(X):
 
 @_plain("abs_energy")
 def abs_energy(X):
-    return np.array([x.dot(x) for x in X])  # BLAS ddot per row, as tsfresh's np.dot(x, x)
+    return np.vecdot(X, X)  # a dot per row, as tsfresh's np.dot(x, x)
 
 
 @_plain("maximum")
@@ -157,12 +158,12 @@ register("symmetry_looking")(symmetry_looking)
 
 @_plain("mean_abs_change")
 def mean_abs_change(X):
-    return np.mean(np.abs(np.diff(X, axis=1)), axis=1)
+    return _fused.abs_diff_sums(X) / (X.shape[1] - 1)  # np.mean's sum, then / count
 
 
 @_plain("absolute_sum_of_changes")
 def absolute_sum_of_changes(X):
-    return np.sum(np.abs(np.diff(X, axis=1)), axis=1)
+    return _fused.abs_diff_sums(X)
 
 
 @_plain("mean_change")
@@ -184,10 +185,10 @@ def cid_ce(X, normalize):
         with np.errstate(all="ignore"):
             Z = (X - m[:, None]) / s[:, None]
         d = np.diff(Z, axis=1)
-        out = np.sqrt(np.einsum("ij,ij->i", d, d))
+        out = np.sqrt(np.vecdot(d, d))
         return np.where(ok, out, 0.0)
     d = np.diff(X, axis=1)
-    return np.sqrt(np.einsum("ij,ij->i", d, d))
+    return np.sqrt(np.vecdot(d, d))
 
 
 @_each("number_crossing_m")
@@ -231,9 +232,13 @@ def autocorrelation(X, lag):
 # --------------------------------------------------------------------------- order statistics
 
 
-@_each("quantile")
-def quantile(X, q):
-    return np.quantile(X, q, axis=1)
+def quantile(X, params):
+    """All quantiles from one call (one partition at every order statistic needed): each
+    value is the same order statistics and the same interpolation as a call per q."""
+    return np.quantile(X, [p["q"] for p in params], axis=1).T
+
+
+register("quantile")(quantile)
 
 
 @_each("count_above")
@@ -299,7 +304,8 @@ def first_location_of_maximum(X):
 
 @_plain("last_location_of_maximum")
 def last_location_of_maximum(X):
-    return 1.0 - np.argmax(X[:, ::-1], axis=1) / X.shape[1]
+    n = X.shape[1]
+    return 1.0 - (n - 1 - _fused.last_extreme(X, True)) / n  # tsfresh: argmax of the reversal
 
 
 @_plain("first_location_of_minimum")
@@ -309,7 +315,8 @@ def first_location_of_minimum(X):
 
 @_plain("last_location_of_minimum")
 def last_location_of_minimum(X):
-    return 1.0 - np.argmin(X[:, ::-1], axis=1) / X.shape[1]
+    n = X.shape[1]
+    return 1.0 - (n - 1 - _fused.last_extreme(X, False)) / n
 
 
 @_plain("has_duplicate_max")
@@ -416,28 +423,25 @@ def number_peaks(X, n):
     return _count_rows(res)
 
 
-@_each("mean_n_absolute_max")
-def mean_n_absolute_max(X, number_of_maxima):
-    if X.shape[1] <= number_of_maxima:
-        return np.full(X.shape[0], np.nan)
-    n = X.shape[1]
-    # the k largest by a partition, then sorted: the same values in the same order as tsfresh's
-    # full sort, so the same mean
-    A = np.sort(np.partition(np.abs(X), n - number_of_maxima, axis=1)[:, n - number_of_maxima :], axis=1)
-    return np.mean(A, axis=1)
+def mean_n_absolute_max(X, params):
+    """The k largest |x| in ascending order (one pass for the largest k asked): the same values
+    in the same order as tsfresh's np.sort(np.abs(x))[-k:], so the same mean."""
+    ks = [int(p["number_of_maxima"]) for p in params]
+    if min(ks) <= 0 or X.shape[1] <= max(ks):
+        raise ValueError("tsfresh's own function decides")
+    kmax = max(ks)
+    top = _fused.top_abs(X, kmax)
+    out = np.empty((X.shape[0], len(ks)))
+    for j, k in enumerate(ks):
+        out[:, j] = np.mean(top[:, kmax - k :], axis=1)
+    return out
+
+
+register("mean_n_absolute_max")(mean_n_absolute_max)
 
 
 def index_mass_quantile(X, params):
-    A = np.abs(X)
-    s = np.sum(A, axis=1)
-    with np.errstate(all="ignore"):
-        mc = np.cumsum(A, axis=1) / s[:, None]
-    n = X.shape[1]
-    cols = []
-    for p in params:
-        v = (np.argmax(mc >= p["q"], axis=1) + 1) / n
-        cols.append(np.where(s == 0, np.nan, v))
-    return np.stack(cols, axis=1)
+    return _fused.index_mass(X, np.array([float(p["q"]) for p in params]))
 
 
 register("index_mass_quantile")(index_mass_quantile)

@@ -1,0 +1,199 @@
+"""Single-pass numba loops for calculators whose NumPy form makes temporaries (diff, abs,
+cumsum, a full sort) that tsfresh's form makes too: fused here, with NumPy's own rounding.
+
+``_pairwise`` is NumPy's pairwise summation (``np.add.reduce`` on a contiguous float64 row:
+blocks of 128 with eight partial sums, halves split at multiples of 8, a zero start), so a sum
+over a virtual array (``|x[t+1] - x[t]|``, ``|x[t]|``) equals ``np.sum`` of the materialised one
+bit for bit; cumulative sums are sequential, as ``np.cumsum``.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+ABS_DIFF = 0
+ABS = 1
+
+
+@numba.njit(cache=True, inline="always")
+def _term(x, i, mode):
+    if mode == ABS_DIFF:
+        return abs(x[i + 1] - x[i])
+    return abs(x[i])
+
+
+@numba.njit(cache=True)
+def _leaf(x, lo, n, mode):
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += _term(x, lo + i, mode)
+        return res
+    r0 = _term(x, lo, mode)
+    r1 = _term(x, lo + 1, mode)
+    r2 = _term(x, lo + 2, mode)
+    r3 = _term(x, lo + 3, mode)
+    r4 = _term(x, lo + 4, mode)
+    r5 = _term(x, lo + 5, mode)
+    r6 = _term(x, lo + 6, mode)
+    r7 = _term(x, lo + 7, mode)
+    i = 8
+    stop = n - (n % 8)
+    while i < stop:
+        r0 += _term(x, lo + i, mode)
+        r1 += _term(x, lo + i + 1, mode)
+        r2 += _term(x, lo + i + 2, mode)
+        r3 += _term(x, lo + i + 3, mode)
+        r4 += _term(x, lo + i + 4, mode)
+        r5 += _term(x, lo + i + 5, mode)
+        r6 += _term(x, lo + i + 6, mode)
+        r7 += _term(x, lo + i + 7, mode)
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += _term(x, lo + i, mode)
+        i += 1
+    return res
+
+
+@numba.njit(cache=True)
+def _pairwise(x, lo, n, mode):
+    """NumPy's recursive halving (n > 128: first n // 2 rounded down to a multiple of 8, then
+    the rest; left + right), as an explicit post-order walk (numba's cache and recursion do
+    not mix)."""
+    if n <= 128:
+        return _leaf(x, lo, n, mode)
+    node_lo = np.empty(128, np.int64)
+    node_n = np.empty(128, np.int64)
+    state = np.empty(128, np.int64)
+    vals = np.empty(128)
+    top = 0
+    nv = 0
+    node_lo[0] = lo
+    node_n[0] = n
+    state[0] = 0
+    while top >= 0:
+        cl = node_lo[top]
+        cn = node_n[top]
+        if cn <= 128:
+            vals[nv] = _leaf(x, cl, cn, mode)
+            nv += 1
+            top -= 1
+            continue
+        n2 = cn // 2
+        n2 -= n2 % 8
+        if state[top] == 0:
+            state[top] = 1
+            top += 1
+            node_lo[top] = cl
+            node_n[top] = n2
+            state[top] = 0
+        elif state[top] == 1:
+            state[top] = 2
+            top += 1
+            node_lo[top] = cl + n2
+            node_n[top] = cn - n2
+            state[top] = 0
+        else:
+            right = vals[nv - 1]
+            left = vals[nv - 2]
+            nv -= 2
+            vals[nv] = left + right
+            nv += 1
+            top -= 1
+    return vals[0]
+
+
+@numba.njit(cache=True)
+def abs_diff_sums(X):
+    """np.sum(np.abs(np.diff(x))) per row, without the two temporaries."""
+    m, n = X.shape
+    out = np.empty(m)
+    for i in range(m):
+        out[i] = 0.0 + _pairwise(X[i], 0, n - 1, ABS_DIFF)
+    return out
+
+
+@numba.njit(cache=True)
+def index_mass(X, qs):
+    """tsfresh's index_mass_quantile: (argmax(cumsum(|x|) / sum(|x|) >= q) + 1) / n per row and
+    q, NaN where sum(|x|) == 0. The normalised cumulative mass is nondecreasing (sums of
+    non-negative terms, divided by a positive number), so the first index is found by bisection;
+    argmax of an all-False mask is 0, as in NumPy."""
+    m, n = X.shape
+    nq = qs.shape[0]
+    out = np.empty((m, nq))
+    c = np.empty(n)
+    for i in range(m):
+        s = 0.0 + _pairwise(X[i], 0, n, ABS)
+        if s == 0:
+            out[i, :] = np.nan
+            continue
+        acc = 0.0
+        for t in range(n):
+            acc += abs(X[i, t])
+            c[t] = acc
+        for j in range(nq):
+            q = qs[j]
+            lo = 0
+            hi = n  # first t with c[t] / s >= q, n if none
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if c[mid] / s >= q:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            k = lo if lo < n else 0
+            out[i, j] = (k + 1) / n
+    return out
+
+
+@numba.njit(cache=True)
+def last_extreme(X, want_max):
+    """Index of the last maximum (or minimum) per row, in one pass."""
+    m, n = X.shape
+    out = np.empty(m, np.int64)
+    for i in range(m):
+        best = X[i, 0]
+        idx = 0
+        for t in range(1, n):
+            v = X[i, t]
+            if want_max:
+                if v >= best:
+                    if v > best:
+                        best = v
+                    idx = t
+            else:
+                if v <= best:
+                    if v < best:
+                        best = v
+                    idx = t
+        out[i] = idx
+    return out
+
+
+@numba.njit(cache=True)
+def top_abs(X, k):
+    """The k largest |x| per row, ascending (what np.sort(np.abs(x))[-k:] holds), by a small
+    insertion buffer in one pass (no full sort)."""
+    m, n = X.shape
+    out = np.empty((m, k))
+    buf = np.empty(k)
+    for i in range(m):
+        for t in range(k):  # the first k, sorted ascending
+            v = abs(X[i, t])
+            j = t
+            while j > 0 and buf[j - 1] > v:
+                buf[j] = buf[j - 1]
+                j -= 1
+            buf[j] = v
+        for t in range(k, n):
+            v = abs(X[i, t])
+            if v > buf[0]:
+                j = 1
+                while j < k and buf[j] < v:
+                    buf[j - 1] = buf[j]
+                    j += 1
+                buf[j - 1] = v
+        out[i, :] = buf
+    return out
