@@ -18,7 +18,7 @@ from schemas.payload import frame_from_ipc, frame_to_ipc
 from streams.assembler import CompleteEra
 from streams.runner import Output
 from streams.settings import Settings
-from streams.topics import ERAS_CLEAN, FEATURES_ROLLING, FEATURES_TSFRESH
+from streams.topics import ERAS_CLEAN, ERAS_RAW, FEATURES_ROLLING, FEATURES_TSFRESH
 
 MAX_PAYLOAD_BYTES = 900_000  # under the broker's 1 MiB default with room for the envelope
 
@@ -104,11 +104,18 @@ def feature_batches(
     ]
 
 
-class PreprocessProcessor:
-    """eras.raw -> eras.clean: regular grid, imputation, binary coercion."""
+@dataclasses.dataclass
+class StageProcessor:
+    """An EraProcessor configured by the settings; subclasses say what one era becomes."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    settings: Settings
+
+    def __call__(self, era: CompleteEra) -> list[Output]:
+        raise NotImplementedError
+
+
+class PreprocessProcessor(StageProcessor):
+    """eras.raw -> eras.clean: regular grid, imputation, binary coercion."""
 
     def __call__(self, era: CompleteEra) -> list[Output]:
         from stages.preprocess import preprocess_era
@@ -123,11 +130,8 @@ class PreprocessProcessor:
         return [Output(ERAS_CLEAN, era.key, encode_era_chunk(c)) for c in chunks]
 
 
-class TsfreshProcessor:
+class TsfreshProcessor(StageProcessor):
     """eras.clean -> features.tsfresh: one long-form feature table per era."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
 
     def __call__(self, era: CompleteEra) -> list[Output]:
         from stages.tsfresh_features import extract_era_features
@@ -143,11 +147,8 @@ class TsfreshProcessor:
         return [Output(FEATURES_TSFRESH, era.key, encode_feature_batch(b)) for b in batches]
 
 
-class RollingProcessor:
+class RollingProcessor(StageProcessor):
     """eras.clean -> features.rolling: the rolling time series, then per-era summaries (last)."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
 
     def __call__(self, era: CompleteEra) -> list[Output]:
         from stages.rolling import rolling_series, rolling_summaries
@@ -162,8 +163,8 @@ class RollingProcessor:
         return [Output(FEATURES_ROLLING, era.key, encode_feature_batch(b)) for b in batches]
 
 
-PROCESSORS = {
-    "preprocess": ("eras.raw", PreprocessProcessor),
+PROCESSORS: dict[str, tuple[str, type[StageProcessor]]] = {
+    "preprocess": (ERAS_RAW, PreprocessProcessor),
     "tsfresh": (ERAS_CLEAN, TsfreshProcessor),
     "rolling": (ERAS_CLEAN, RollingProcessor),
 }
