@@ -98,17 +98,19 @@ def _tsfresh_call(func, params):
     return lambda x: func(x)
 
 
-def _best_of(fn, min_total: float, max_reps: int) -> float:
-    """Smallest wall time of ``fn()`` over repetitions (until ``min_total`` seconds are spent)."""
+def _best_of(fn, min_total: float, max_reps: int, min_reps: int = 5, long_s: float = 0.5) -> float:
+    """Smallest wall time of ``fn()`` over repetitions: at least ``min_reps`` (a shared machine
+    preempts single samples) and until ``min_total`` seconds are spent; a call longer than
+    ``long_s`` is timed once."""
     best = float("inf")
     spent = 0.0
-    for _ in range(max_reps):
+    for rep in range(max_reps):
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
         best = min(best, dt)
         spent += dt
-        if spent >= min_total:
+        if dt > long_s or (rep + 1 >= min_reps and spent >= min_total):
             break
     return best
 
@@ -127,7 +129,7 @@ def per_calculator(era, params, sensors, *, min_total=0.2, max_reps=20, only=Non
     stacked 2-D array, written into the era's output) as ``_compute_group`` runs it. The per-era
     overhead both sides pay once for the whole set (tsfresh: its frame grouping; ours: stacking,
     one output allocation, one ``errstate``) is not in either. Each side is the best of several
-    repetitions."""
+    repetitions, both with BLAS pinned to one thread (statsmodels' SVDs are faster so)."""
     arrays = [np.ascontiguousarray(era[s]) for s in sensors]
     X = np.ascontiguousarray(np.stack(arrays))  # the engine stacks once per era, not per calculator
     rows = []
@@ -153,8 +155,8 @@ def per_calculator(era, params, sensors, *, min_total=0.2, max_reps=20, only=Non
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             run_ours()  # first call: numba/JIT and caches out of the timing
-            t_ts = _best_of(run_tsfresh, min_total, max_reps)
-            with _engine._one_blas_thread():
+            with _engine._one_blas_thread():  # both sides: BLAS threads only add noise here
+                t_ts = _best_of(run_tsfresh, min_total, max_reps)
                 t_us = _best_of(run_ours, min_total, max_reps)
         rows.append((name, t_ts, t_us))
     return rows
@@ -188,6 +190,7 @@ def per_calc_only(args, sizes, sets, cov) -> int:
             k = args.calc_sensors or 3
             sensors = [SENSORS[0], SENSORS[-3], SENSORS[-1], *SENSORS[1:-3]][:k]
             skip = set(QUADRATIC) if rows > args.quadratic_max else set()
+            skip |= {c for c in args.skip_calcs.split(",") if c}
             if prev is not None:  # tsfresh's time at this size, linear from the previous size
                 r0, k0, t0 = prev
                 est = {n: t * (rows / r0) * (k / k0) for n, t in t0.items()}
@@ -217,6 +220,7 @@ def main(argv=None) -> int:
     ap.add_argument("--per-calc-only", action="store_true",
                     help="only the per-calculator table (every calculator, no whole-set run)")
     ap.add_argument("--calcs", default="", help="comma-separated calculators for --per-calc-only")
+    ap.add_argument("--skip-calcs", default="", help="comma-separated calculators to leave out")
     ap.add_argument("--min-time", type=float, default=0.2,
                     help="seconds of repetitions per calculator and side (best-of timing)")
     ap.add_argument("--quadratic-max", type=int, default=10_000,

@@ -13,56 +13,66 @@ import numpy as np
 
 ABS_DIFF = 0
 ABS = 1
+PLAIN = 2
+SQ_DEV = 3  # (x - c) * (x - c), as np.var's multiply(x, x) of the centred copy
+SQ = 4
 
 
 @numba.njit(cache=True, inline="always")
-def _term(x, i, mode):
+def _term(x, i, mode, c=0.0):
     if mode == ABS_DIFF:
         return abs(x[i + 1] - x[i])
-    return abs(x[i])
+    if mode == ABS:
+        return abs(x[i])
+    if mode == PLAIN:
+        return x[i]
+    if mode == SQ_DEV:
+        d = x[i] - c
+        return d * d
+    return x[i] * x[i]
 
 
 @numba.njit(cache=True)
-def _leaf(x, lo, n, mode):
+def _leaf(x, lo, n, mode, c=0.0):
     if n < 8:
         res = 0.0
         for i in range(n):
-            res += _term(x, lo + i, mode)
+            res += _term(x, lo + i, mode, c)
         return res
-    r0 = _term(x, lo, mode)
-    r1 = _term(x, lo + 1, mode)
-    r2 = _term(x, lo + 2, mode)
-    r3 = _term(x, lo + 3, mode)
-    r4 = _term(x, lo + 4, mode)
-    r5 = _term(x, lo + 5, mode)
-    r6 = _term(x, lo + 6, mode)
-    r7 = _term(x, lo + 7, mode)
+    r0 = _term(x, lo, mode, c)
+    r1 = _term(x, lo + 1, mode, c)
+    r2 = _term(x, lo + 2, mode, c)
+    r3 = _term(x, lo + 3, mode, c)
+    r4 = _term(x, lo + 4, mode, c)
+    r5 = _term(x, lo + 5, mode, c)
+    r6 = _term(x, lo + 6, mode, c)
+    r7 = _term(x, lo + 7, mode, c)
     i = 8
     stop = n - (n % 8)
     while i < stop:
-        r0 += _term(x, lo + i, mode)
-        r1 += _term(x, lo + i + 1, mode)
-        r2 += _term(x, lo + i + 2, mode)
-        r3 += _term(x, lo + i + 3, mode)
-        r4 += _term(x, lo + i + 4, mode)
-        r5 += _term(x, lo + i + 5, mode)
-        r6 += _term(x, lo + i + 6, mode)
-        r7 += _term(x, lo + i + 7, mode)
+        r0 += _term(x, lo + i, mode, c)
+        r1 += _term(x, lo + i + 1, mode, c)
+        r2 += _term(x, lo + i + 2, mode, c)
+        r3 += _term(x, lo + i + 3, mode, c)
+        r4 += _term(x, lo + i + 4, mode, c)
+        r5 += _term(x, lo + i + 5, mode, c)
+        r6 += _term(x, lo + i + 6, mode, c)
+        r7 += _term(x, lo + i + 7, mode, c)
         i += 8
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while i < n:
-        res += _term(x, lo + i, mode)
+        res += _term(x, lo + i, mode, c)
         i += 1
     return res
 
 
 @numba.njit(cache=True)
-def _pairwise(x, lo, n, mode):
+def _pairwise(x, lo, n, mode, c=0.0):
     """NumPy's recursive halving (n > 128: first n // 2 rounded down to a multiple of 8, then
     the rest; left + right), as an explicit post-order walk (numba's cache and recursion do
     not mix)."""
     if n <= 128:
-        return _leaf(x, lo, n, mode)
+        return _leaf(x, lo, n, mode, c)
     node_lo = np.empty(128, np.int64)
     node_n = np.empty(128, np.int64)
     state = np.empty(128, np.int64)
@@ -76,7 +86,7 @@ def _pairwise(x, lo, n, mode):
         cl = node_lo[top]
         cn = node_n[top]
         if cn <= 128:
-            vals[nv] = _leaf(x, cl, cn, mode)
+            vals[nv] = _leaf(x, cl, cn, mode, c)
             nv += 1
             top -= 1
             continue
@@ -149,27 +159,21 @@ def index_mass(X, qs):
 
 
 @numba.njit(cache=True)
-def last_extreme(X, want_max):
-    """Index of the last maximum (or minimum) per row, in one pass."""
+def _last_equal(X, v):
     m, n = X.shape
-    out = np.empty(m, np.int64)
+    out = np.zeros(m, np.int64)
     for i in range(m):
-        best = X[i, 0]
-        idx = 0
-        for t in range(1, n):
-            v = X[i, t]
-            if want_max:
-                if v >= best:
-                    if v > best:
-                        best = v
-                    idx = t
-            else:
-                if v <= best:
-                    if v < best:
-                        best = v
-                    idx = t
-        out[i] = idx
+        for t in range(n - 1, -1, -1):
+            if X[i, t] == v[i]:
+                out[i] = t
+                break
     return out
+
+
+def last_extreme(X, want_max):
+    """Index of the last maximum (or minimum) per row: NumPy's SIMD max, then a backward scan
+    that stops at the first equal value."""
+    return _last_equal(X, X.max(axis=1) if want_max else X.min(axis=1))
 
 
 @numba.njit(cache=True)
@@ -196,4 +200,42 @@ def top_abs(X, k):
                     j += 1
                 buf[j - 1] = v
         out[i, :] = buf
+    return out
+
+
+@numba.njit(cache=True)
+def mean_var(X):
+    """(np.mean(x), np.var(x)) per row: NumPy's two pairwise sums (of x, then of the squared
+    deviations from the mean) without its centred copy."""
+    m, n = X.shape
+    mu = np.empty(m)
+    var = np.empty(m)
+    for i in range(m):
+        mean = (0.0 + _pairwise(X[i], 0, n, PLAIN, 0.0)) / n
+        mu[i] = mean
+        var[i] = (0.0 + _pairwise(X[i], 0, n, SQ_DEV, mean)) / n
+    return mu, var
+
+
+@numba.njit(cache=True)
+def mean_square(X):
+    m, n = X.shape
+    out = np.empty(m)
+    for i in range(m):
+        out[i] = (0.0 + _pairwise(X[i], 0, n, SQ, 0.0)) / n
+    return out
+
+
+@numba.njit(cache=True)
+def count_beyond(X, mu, thresholds):
+    """Per row and threshold column: #{t: |x_t - mu| > threshold}."""
+    m, n = X.shape
+    k = thresholds.shape[1]
+    out = np.zeros((m, k))
+    for i in range(m):
+        for t in range(n):
+            d = abs(X[i, t] - mu[i])
+            for j in range(k):
+                if d > thresholds[i, j]:
+                    out[i, j] += 1
     return out

@@ -22,6 +22,9 @@ class Kernel:
     name: str
     fn: Callable[[np.ndarray, object], np.ndarray]
     min_len: int = 8
+    #: the kernel makes full-size temporaries: the engine hands it the era in row blocks that
+    #: fit in cache (``engine.BLOCK_ELEMENTS``)
+    block: bool = False
 
     def applies(self, n: int) -> bool:
         return n >= self.min_len
@@ -30,13 +33,13 @@ class Kernel:
 KERNELS: dict[str, Kernel] = {}
 
 
-def register(name: str, min_len: int = 8):
+def register(name: str, min_len: int = 8, block: bool = False):
     """Decorator: register ``fn(X, params) -> (rows, k)`` as the kernel of calculator ``name``."""
 
     def deco(fn):
         if name in KERNELS:
             raise ValueError(f"kernel for {name} registered twice")
-        KERNELS[name] = Kernel(name, fn, min_len)
+        KERNELS[name] = Kernel(name, fn, min_len, block)
         return fn
 
     return deco

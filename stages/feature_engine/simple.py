@@ -5,6 +5,8 @@ same comparisons, same reductions along contiguous rows, so the same rounding).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numba
 import numpy as np
 
@@ -48,11 +50,11 @@ def _mean(X):
 
 
 def _std(X):
-    return np.std(X, axis=1)
+    return np.sqrt(_fused.mean_var(X)[1])  # np.std: the square root of np.var
 
 
 def _var(X):
-    return np.var(X, axis=1)
+    return _fused.mean_var(X)[1]  # np.var's sums, bit for bit, without its centred copy
 
 
 def _count_rows(B) -> np.ndarray:
@@ -102,15 +104,15 @@ def variance_larger_than_standard_deviation(X):
 
 @_plain("variation_coefficient")
 def variation_coefficient(X):
-    avg = _mean(X)
+    avg, var = _fused.mean_var(X)
     with np.errstate(all="ignore"):
-        out = _std(X) / avg
+        out = np.sqrt(var) / avg
     return np.where(avg == 0, np.nan, out)
 
 
 @_plain("root_mean_square")
 def root_mean_square(X):
-    return np.sqrt(np.mean(np.square(X), axis=1))
+    return np.sqrt(_fused.mean_square(X))
 
 
 @_plain("abs_energy")
@@ -133,16 +135,25 @@ def absolute_maximum(X):
     return np.max(np.abs(X), axis=1)
 
 
-@_each("large_standard_deviation")
-def large_standard_deviation(X, r):
-    return _std(X) > (r * (np.max(X, axis=1) - np.min(X, axis=1)))
+def large_standard_deviation(X, params):
+    """std, max and min once for every r (tsfresh recomputes them per r)."""
+    s = _std(X)
+    rng = np.max(X, axis=1) - np.min(X, axis=1)
+    return np.stack([s > (p["r"] * rng) for p in params], axis=1).astype(np.float64)
 
 
-@_each("ratio_beyond_r_sigma")
-def ratio_beyond_r_sigma(X, r):
-    m = _mean(X)[:, None]
-    s = _std(X)[:, None]
-    return _count_rows(np.abs(X - m) > r * s) / X.shape[1]
+register("large_standard_deviation")(large_standard_deviation)
+
+
+def ratio_beyond_r_sigma(X, params):
+    """One pass for every r: |x - mean| > r * std counted per threshold."""
+    mu, var = _fused.mean_var(X)
+    s = np.sqrt(var)
+    thr = np.stack([p["r"] * s for p in params], axis=1)
+    return _fused.count_beyond(X, mu, np.ascontiguousarray(thr)) / X.shape[1]
+
+
+register("ratio_beyond_r_sigma")(ratio_beyond_r_sigma)
 
 
 def symmetry_looking(X, params):
@@ -216,17 +227,24 @@ def c3(X, lag):
     return np.mean(X[:, 2 * lag :] * X[:, lag : n - lag] * X[:, : n - 2 * lag], axis=1)
 
 
-@_each("autocorrelation")
-def autocorrelation(X, lag):
+def autocorrelation(X, params):
+    """Mean, variance and the centred copy once for every lag (tsfresh: per lag)."""
     n = X.shape[1]
-    if n < lag:
-        return np.full(X.shape[0], np.nan)
-    m = _mean(X)[:, None]
-    sp = np.sum((X[:, : n - lag] - m) * (X[:, lag:] - m), axis=1)
-    v = _var(X)
-    with np.errstate(all="ignore"):
-        out = sp / ((n - lag) * v)
-    return np.where(np.isclose(v, 0), np.nan, out)
+    mu, v = _fused.mean_var(X)
+    C = X - mu[:, None]
+    zero = np.isclose(v, 0)
+    out = np.full((X.shape[0], len(params)), np.nan)
+    for j, p in enumerate(params):
+        lag = p["lag"]
+        if n < lag:
+            continue
+        sp = np.sum(C[:, : n - lag] * C[:, lag:], axis=1)
+        with np.errstate(all="ignore"):
+            out[:, j] = np.where(zero, np.nan, sp / ((n - lag) * v))
+    return out
+
+
+register("autocorrelation")(autocorrelation)
 
 
 # --------------------------------------------------------------------------- order statistics
@@ -768,6 +786,18 @@ def query_similarity_count(X, params):
 
 
 register("query_similarity_count", min_len=1)(query_similarity_count)
+
+
+#: Kernels whose NumPy form makes full-size temporaries (centred copies, squares, masks of
+#: floats, partition copies): the engine feeds them cache-sized row blocks on long eras.
+_BLOCKED = (
+    "absolute_maximum", "cid_ce", "time_reversal_asymmetry_statistic", "c3",
+    "autocorrelation", "skewness", "kurtosis", "energy_ratio_by_chunks", "number_peaks",
+    "count_above_mean", "count_below_mean", "number_crossing_m", "range_count",
+    "longest_strike_below_mean", "longest_strike_above_mean",
+)
+for _name in _BLOCKED:
+    KERNELS[_name] = dataclasses.replace(KERNELS[_name], block=True)
 
 
 #: Every calculator registered in this module (single NumPy passes, no per-series loops).
