@@ -49,12 +49,24 @@ def _mean(X):
     return np.mean(X, axis=1)
 
 
+#: Up to this length np.var's sums are replayed in numba (no per-call overhead, no centred
+#: copy); above it NumPy's SIMD passes on cache-sized row blocks are faster.
+_FUSED_VAR_MAX = 4096
+
+
+def _mean_var(X):
+    """(np.mean(x), np.var(x)) per row, bit for bit."""
+    if X.shape[1] <= _FUSED_VAR_MAX:
+        return _fused.mean_var(X)
+    return np.mean(X, axis=1), np.var(X, axis=1)
+
+
 def _std(X):
-    return np.sqrt(_fused.mean_var(X)[1])  # np.std: the square root of np.var
+    return np.sqrt(_mean_var(X)[1])  # np.std: the square root of np.var
 
 
 def _var(X):
-    return _fused.mean_var(X)[1]  # np.var's sums, bit for bit, without its centred copy
+    return _mean_var(X)[1]
 
 
 def _count_rows(B) -> np.ndarray:
@@ -104,7 +116,7 @@ def variance_larger_than_standard_deviation(X):
 
 @_plain("variation_coefficient")
 def variation_coefficient(X):
-    avg, var = _fused.mean_var(X)
+    avg, var = _mean_var(X)
     with np.errstate(all="ignore"):
         out = np.sqrt(var) / avg
     return np.where(avg == 0, np.nan, out)
@@ -112,7 +124,9 @@ def variation_coefficient(X):
 
 @_plain("root_mean_square")
 def root_mean_square(X):
-    return np.sqrt(_fused.mean_square(X))
+    if X.shape[1] <= _FUSED_VAR_MAX:
+        return np.sqrt(_fused.mean_square(X))
+    return np.sqrt(np.mean(np.square(X), axis=1))
 
 
 @_plain("abs_energy")
@@ -147,7 +161,7 @@ register("large_standard_deviation")(large_standard_deviation)
 
 def ratio_beyond_r_sigma(X, params):
     """One pass for every r: |x - mean| > r * std counted per threshold."""
-    mu, var = _fused.mean_var(X)
+    mu, var = _mean_var(X)
     s = np.sqrt(var)
     thr = np.stack([p["r"] * s for p in params], axis=1)
     return _fused.count_beyond(X, mu, np.ascontiguousarray(thr)) / X.shape[1]
@@ -190,8 +204,8 @@ def mean_second_derivative_central(X):
 @_each("cid_ce")
 def cid_ce(X, normalize):
     if normalize:
-        s = _std(X)
-        m = _mean(X)
+        m, var = _mean_var(X)
+        s = np.sqrt(var)
         ok = s != 0
         with np.errstate(all="ignore"):
             Z = (X - m[:, None]) / s[:, None]
@@ -230,7 +244,7 @@ def c3(X, lag):
 def autocorrelation(X, params):
     """Mean, variance and the centred copy once for every lag (tsfresh: per lag)."""
     n = X.shape[1]
-    mu, v = _fused.mean_var(X)
+    mu, v = _mean_var(X)
     C = X - mu[:, None]
     zero = np.isclose(v, 0)
     out = np.full((X.shape[0], len(params)), np.nan)
@@ -791,7 +805,9 @@ register("query_similarity_count", min_len=1)(query_similarity_count)
 #: Kernels whose NumPy form makes full-size temporaries (centred copies, squares, masks of
 #: floats, partition copies): the engine feeds them cache-sized row blocks on long eras.
 _BLOCKED = (
-    "absolute_maximum", "cid_ce", "time_reversal_asymmetry_statistic", "c3",
+    "standard_deviation", "variance", "variance_larger_than_standard_deviation",
+    "variation_coefficient", "root_mean_square", "absolute_maximum", "large_standard_deviation",
+    "ratio_beyond_r_sigma", "cid_ce", "time_reversal_asymmetry_statistic", "c3",
     "autocorrelation", "skewness", "kurtosis", "energy_ratio_by_chunks", "number_peaks",
     "count_above_mean", "count_below_mean", "number_crossing_m", "range_count",
     "longest_strike_below_mean", "longest_strike_above_mean",
