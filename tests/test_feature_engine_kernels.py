@@ -147,3 +147,48 @@ def test_fused_pairwise_sums_are_numpys_bit_for_bit():
     qs = np.array([0.0, 1e-300, 0.1, 0.5, 0.99, 1.0, 1.5])
     ref = (np.array([np.argmax(np.cumsum(x[0]) / np.sum(x[0]) >= q) for q in qs]) + 1) / 5000
     assert np.array_equal(fused.index_mass(x, qs)[0], ref)
+
+
+def _long_rows(n, seed=11):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return {
+        "walk": 140.0 + np.cumsum(rng.normal(scale=0.05, size=n)) + rng.normal(scale=0.2, size=n),
+        "noise": rng.normal(size=n),
+        "sine": 5 * np.sin(2 * np.pi * t / 1440.0) + 0.01 * rng.normal(size=n),
+        "fine_trend": np.linspace(0.0, 1.0, n),
+        "const": np.full(n, 3.25),
+        "zeros": np.zeros(n),
+        "binary_runs": np.repeat(rng.random(n // 30 + 1) < 0.3, 30)[:n].astype(float),
+        "hourly_price": np.repeat(np.round(rng.uniform(200, 900, n // 60 + 1), 2), 60)[:n],
+        "skewed": rng.lognormal(0, 2, size=n) - 3.0,
+        "neg_large": -1e6 + rng.normal(size=n),
+        "signed_zeros": np.where(rng.random(n) < 0.5, -0.0, 0.0),
+        "aliased_period": np.tile(np.arange(48.0), n // 48 + 1)[:n],  # the median's stride
+    }
+
+
+@pytest.mark.parametrize("n", [4097, 5000, 100_000])
+@pytest.mark.parametrize("name", [
+    "variance", "standard_deviation", "variance_larger_than_standard_deviation",
+    "variation_coefficient", "root_mean_square", "absolute_maximum", "median",
+    "symmetry_looking", "skewness", "kurtosis", "cid_ce", "large_standard_deviation",
+    "ratio_beyond_r_sigma", "abs_energy",
+])
+def test_long_row_one_pass_kernels(name, n):
+    """Above 4,096 points the moments take reassociated one-pass sums (and the median one
+    partition): within tolerance of tsfresh on long rows of every shape."""
+    bad = check(name, _long_rows(n))
+    assert not bad, "\n".join(bad[:20])
+
+
+def test_long_row_median_is_numpys_bit_for_bit():
+    from stages.feature_engine import simple
+
+    rng = np.random.default_rng(5)
+    for n in (16_384, 16_385, 100_000, 100_001):
+        rows = np.stack([r for r in _long_rows(n).values()] + [
+            rng.normal(size=n), np.sort(rng.normal(size=n)), rng.integers(-3, 4, size=n) * 1.0,
+            (rng.random(n) < 0.5) * 1.0,
+        ])
+        assert np.array_equal(simple._median(rows), np.median(rows, axis=1))

@@ -86,7 +86,7 @@ def _run_step(X: np.ndarray, step, out: np.ndarray, col: int, use_kernels: bool)
     k = len(names)
     kern = _kernel_for(func, name, use_kernels)
     if kern is not None and n >= kern.min_len:
-        rows = max(1, BLOCK_ELEMENTS // max(n, 1)) if kern.block else m
+        rows = max(1, BLOCK_ELEMENTS // max(n, 1)) if kern.block and n < kern.unblocked_from else m
         if rows >= m:
             v = _call_kernel(kern, X, params, m, k)
             if v is not None:

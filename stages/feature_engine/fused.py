@@ -239,3 +239,102 @@ def count_beyond(X, mu, thresholds):
                 if d > thresholds[i, j]:
                     out[i, j] += 1
     return out
+
+
+# --------------------------------------------------------------------------- long rows
+# Above a few thousand points NumPy's SIMD passes beat the replayed pairwise sums, but its
+# multi-step forms (centre, square, sum; abs, max; subtract, divide, diff, dot) stream the row
+# through memory several times. These loops make one pass each and let LLVM reassociate the
+# sums (SIMD lanes, several accumulators): the rounding differs from NumPy's pairwise order by
+# a few units in the last place of a sum of non-negative terms (or of a centred moment, whose
+# mean is NumPy's own), far inside the engine's 1e-9 tolerance. Maxima are exact.
+
+_REASSOC = {"reassoc", "nsz", "nnan", "ninf", "contract"}
+
+
+@numba.njit(cache=True, fastmath=_REASSOC)
+def sq_dev_sums(X, mu):
+    """sum((x - mu)**2) per row (np.var's numerator for mu = np.mean(x))."""
+    m, n = X.shape
+    out = np.empty(m)
+    for i in range(m):
+        c = mu[i]
+        s = 0.0
+        for t in range(n):
+            d = X[i, t] - c
+            s += d * d
+        out[i] = s
+    return out
+
+
+@numba.njit(cache=True, fastmath=_REASSOC)
+def sq_sums(X):
+    """sum(x**2) per row."""
+    m, n = X.shape
+    out = np.empty(m)
+    for i in range(m):
+        s = 0.0
+        for t in range(n):
+            s += X[i, t] * X[i, t]
+        out[i] = s
+    return out
+
+
+@numba.njit(cache=True, fastmath=_REASSOC)
+def diff_sq_sums(X, mu, inv_s):
+    """sum(diff((x - mu) * inv_s)**2) per row (tsfresh's cid_ce on the z-scores; mu = 0,
+    inv_s = 1 for the raw series), without the z-score and diff temporaries."""
+    m, n = X.shape
+    out = np.empty(m)
+    for i in range(m):
+        c = mu[i]
+        k = inv_s[i]
+        s = 0.0
+        for t in range(n - 1):
+            d = (X[i, t + 1] - c) * k - (X[i, t] - c) * k
+            s += d * d
+        out[i] = s
+    return out
+
+
+@numba.njit(cache=True, fastmath=_REASSOC)
+def centred_power_sums(X, mu, p):
+    """(sum(d**2), sum(d**p), max|x|) per row with d = x - mu (p = 3 or 4): pandas' nanskew /
+    nankurt sums without the adjusted, squared and cubed copies."""
+    m, n = X.shape
+    out = np.empty((3, m))
+    for i in range(m):
+        c = mu[i]
+        s2 = 0.0
+        sp = 0.0
+        mx = 0.0
+        for t in range(n):
+            x = X[i, t]
+            d = x - c
+            d2 = d * d
+            s2 += d2
+            sp += d2 * d if p == 3 else d2 * d2
+            mx = max(mx, abs(x))
+        out[0, i] = s2
+        out[1, i] = sp
+        out[2, i] = mx
+    return out
+
+
+@numba.njit(cache=True)
+def band(x, lo, hi, buf):
+    """Values of x in [lo, hi] copied to buf (in order; buf holds len(x) + 1); returns
+    (#below lo, #above hi, #in band). One branch-free pass: every value is written at the
+    band's end and kept only if inside (random data would mispredict a branch per value)."""
+    below = 0
+    above = 0
+    k = 0
+    for t in range(x.shape[0]):
+        v = x[t]
+        lt = v < lo
+        gt = v > hi
+        below += lt
+        above += gt
+        buf[k] = v
+        k += not (lt or gt)
+    return below, above, k

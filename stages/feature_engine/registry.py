@@ -25,6 +25,9 @@ class Kernel:
     #: the kernel makes full-size temporaries: the engine hands it the era in row blocks that
     #: fit in cache (``engine.BLOCK_ELEMENTS``)
     block: bool = False
+    #: from this length on the kernel's path makes no full-size temporaries (one numba pass):
+    #: the era goes to it whole, without per-block calls
+    unblocked_from: int = 1 << 62
 
     def applies(self, n: int) -> bool:
         return n >= self.min_len

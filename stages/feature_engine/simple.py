@@ -55,10 +55,13 @@ _FUSED_VAR_MAX = 4096
 
 
 def _mean_var(X):
-    """(np.mean(x), np.var(x)) per row, bit for bit."""
-    if X.shape[1] <= _FUSED_VAR_MAX:
+    """(np.mean(x), np.var(x)) per row: bit for bit up to ``_FUSED_VAR_MAX`` points; above,
+    NumPy's own mean and one reassociated pass for the squared deviations (no centred copy)."""
+    n = X.shape[1]
+    if n <= _FUSED_VAR_MAX:
         return _fused.mean_var(X)
-    return np.mean(X, axis=1), np.var(X, axis=1)
+    mu = np.mean(X, axis=1)
+    return mu, _fused.sq_dev_sums(X, mu) / n
 
 
 def _std(X):
@@ -88,9 +91,50 @@ def mean(X):
     return _mean(X)
 
 
+#: Points of the strided sample that brackets the median of a long row.
+_MEDIAN_SAMPLE = 2048
+
+
+def _median(X):
+    """np.median per row, bit for bit. Long rows: two order statistics of a strided sample
+    bracket the median's rank (3.5 standard deviations of the sample quantile either side); one
+    pass counts the values below and above the bracket and copies those inside; the median is
+    then selected in that small band (the same order statistics, the same mean of the middle
+    two). Where the bracket misses (a period that aliases the stride), np.median itself."""
+    m, n = X.shape
+    if n < 8 * _MEDIAN_SAMPLE:
+        return np.median(X, axis=1)
+    h = n // 2
+    klo, khi = (h - 1, h) if n % 2 == 0 else (h, h)
+    step = n // _MEDIAN_SAMPLE
+    s = (n + step - 1) // step  # sample size
+    c = 3.5 * np.sqrt(s) / 2
+    a = max(0, int(klo * s / n - c))
+    b = min(s - 1, int(khi * s / n + c) + 1)
+    buf = np.empty(n + 1)
+    out = np.empty(m)
+    for i in range(m):
+        x = X[i]
+        sample = x[::step].copy()
+        sample.partition((a, b))
+        below, above, nb = _fused.band(x, sample[a], sample[b], buf)
+        if below <= klo and khi < n - above:
+            band = buf[:nb]
+            r0, r1 = klo - below, khi - below
+            if r0 == r1:
+                band.partition(r0)
+                out[i] = band[r0]
+            else:
+                band.partition((r0, r1))
+                out[i] = (band[r0] + band[r1]) / 2  # np.median's mean of the two
+        else:
+            out[i] = np.median(x)
+    return out
+
+
 @_plain("median")
 def median(X):
-    return np.median(X, axis=1)
+    return _median(X)
 
 
 @_plain("length")
@@ -126,7 +170,7 @@ def variation_coefficient(X):
 def root_mean_square(X):
     if X.shape[1] <= _FUSED_VAR_MAX:
         return np.sqrt(_fused.mean_square(X))
-    return np.sqrt(np.mean(np.square(X), axis=1))
+    return np.sqrt(_fused.sq_sums(X) / X.shape[1])
 
 
 @_plain("abs_energy")
@@ -146,7 +190,8 @@ def minimum(X):
 
 @_plain("absolute_maximum")
 def absolute_maximum(X):
-    return np.max(np.abs(X), axis=1)
+    # max|x| = max(max x, -min x): two SIMD reductions, no |x| copy (+ 0.0: -0.0 -> 0.0)
+    return np.maximum(np.max(X, axis=1), -np.min(X, axis=1)) + 0.0
 
 
 def large_standard_deviation(X, params):
@@ -171,7 +216,7 @@ register("ratio_beyond_r_sigma")(ratio_beyond_r_sigma)
 
 
 def symmetry_looking(X, params):
-    mmd = np.abs(_mean(X) - np.median(X, axis=1))
+    mmd = np.abs(_mean(X) - _median(X))
     rng = np.max(X, axis=1) - np.min(X, axis=1)
     return np.stack([mmd < (p["r"] * rng) for p in params], axis=1).astype(np.float64)
 
@@ -203,6 +248,15 @@ def mean_second_derivative_central(X):
 
 @_each("cid_ce")
 def cid_ce(X, normalize):
+    if X.shape[1] > _FUSED_VAR_MAX:  # one pass, no z-score / diff copies
+        m = X.shape[0]
+        if not normalize:
+            return np.sqrt(_fused.diff_sq_sums(X, np.zeros(m), np.ones(m)))
+        mu, var = _mean_var(X)
+        s = np.sqrt(var)
+        ok = s != 0
+        inv = 1.0 / np.where(ok, s, 1.0)
+        return np.where(ok, np.sqrt(_fused.diff_sq_sums(X, mu, inv)), 0.0)
     if normalize:
         m, var = _mean_var(X)
         s = np.sqrt(var)
@@ -641,11 +695,22 @@ def _zero_below(arg, tol):
     return np.where(np.abs(arg) < tol, 0, arg)
 
 
+def _long_centred_sums(X, p):
+    """(count, sum d**2, sum d**p, max|x|) in one pass for long rows (pandas' mean)."""
+    count = float(X.shape[1])
+    mean = X.sum(axis=1, dtype=np.float64) / count
+    m2, mp, max_abs = _fused.centred_power_sums(X, mean, p)
+    return count, m2, mp, max_abs
+
+
 @_plain("skewness", min_len=3)
 def skewness(X):
-    count, adj, adj2, max_abs = _centred_moments(X)
-    m2 = adj2.sum(axis=1, dtype=np.float64)
-    m3 = (adj2 * adj).sum(axis=1, dtype=np.float64)
+    if X.shape[1] > _FUSED_VAR_MAX:
+        count, m2, m3, max_abs = _long_centred_sums(X, 3)
+    else:
+        count, adj, adj2, max_abs = _centred_moments(X)
+        m2 = adj2.sum(axis=1, dtype=np.float64)
+        m3 = (adj2 * adj).sum(axis=1, dtype=np.float64)
     m2 = _zero_below(m2, ((_EPS * max_abs) ** 2) * count)
     m3 = _zero_below(m3, ((_EPS * max_abs) ** 3) * count)
     res = (count * (count - 1) ** 0.5 / (count - 2)) * (m3 / m2**1.5)
@@ -654,9 +719,12 @@ def skewness(X):
 
 @_plain("kurtosis", min_len=4)
 def kurtosis(X):
-    count, _, adj2, max_abs = _centred_moments(X)
-    m2 = adj2.sum(axis=1, dtype=np.float64)
-    m4 = (adj2**2).sum(axis=1, dtype=np.float64)
+    if X.shape[1] > _FUSED_VAR_MAX:
+        count, m2, m4, max_abs = _long_centred_sums(X, 4)
+    else:
+        count, _, adj2, max_abs = _centred_moments(X)
+        m2 = adj2.sum(axis=1, dtype=np.float64)
+        m4 = (adj2**2).sum(axis=1, dtype=np.float64)
     m2 = _zero_below(m2, ((_EPS * max_abs) ** 2) * count)
     m4 = _zero_below(m4, ((_EPS * max_abs) ** 4) * count)
     adj = 3 * (count - 1) ** 2 / ((count - 2) * (count - 3))
@@ -806,14 +874,23 @@ register("query_similarity_count", min_len=1)(query_similarity_count)
 #: floats, partition copies): the engine feeds them cache-sized row blocks on long eras.
 _BLOCKED = (
     "standard_deviation", "variance", "variance_larger_than_standard_deviation",
-    "variation_coefficient", "root_mean_square", "absolute_maximum", "large_standard_deviation",
+    "variation_coefficient", "root_mean_square", "large_standard_deviation",
     "ratio_beyond_r_sigma", "cid_ce", "time_reversal_asymmetry_statistic", "c3",
     "autocorrelation", "skewness", "kurtosis", "energy_ratio_by_chunks", "number_peaks",
     "count_above_mean", "count_below_mean", "number_crossing_m", "range_count",
     "longest_strike_below_mean", "longest_strike_above_mean",
 )
+#: ... of which these take one numba pass above ``_FUSED_VAR_MAX`` points (no temporaries).
+_ONE_PASS_LONG = (
+    "standard_deviation", "variance", "variance_larger_than_standard_deviation",
+    "variation_coefficient", "root_mean_square", "large_standard_deviation",
+    "ratio_beyond_r_sigma", "cid_ce", "skewness", "kurtosis",
+)
 for _name in _BLOCKED:
-    KERNELS[_name] = dataclasses.replace(KERNELS[_name], block=True)
+    KERNELS[_name] = dataclasses.replace(
+        KERNELS[_name], block=True,
+        unblocked_from=_FUSED_VAR_MAX + 1 if _name in _ONE_PASS_LONG else 1 << 62,
+    )
 
 
 #: Every calculator registered in this module (single NumPy passes, no per-series loops).
