@@ -477,10 +477,17 @@ def status(
 
 
 def main() -> None:
+    from confluent_kafka import KafkaException
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except KafkaException as exc:  # an unreachable or misconfigured broker: no traceback, say what failed
+        error = exc.args[0] if exc.args else exc
+        console.print(f"[red]error:[/red] Kafka: {getattr(error, 'str', lambda: error)()} "
+                      "(is the broker running? check KAFKA_BOOTSTRAP_SERVERS or `erastream broker status`)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -55,3 +55,12 @@ def test_stage_without_a_broker_says_how_to_get_one(tmp_path):
 def test_console_script_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "streams.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "erastream" in proc.stdout
+
+
+def test_unreachable_broker_is_one_clear_line_not_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "--bootstrap-servers", "127.0.0.1:1", "--data-dir", str(tmp_path), "status"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "Kafka" in proc.stderr and "broker" in proc.stderr
