@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from streams import failpoints, kafka
-from streams.runner import Output, _produce
+from streams.runner import Output, produce
 from streams.settings import Settings
 from streams.topic_reader import TP, BoundedRead, committed_offsets, partitions, reader, watermarks
 from streams.topics import PIPELINE_TOPICS, dlq
@@ -312,7 +312,7 @@ class _Replayer:
         try:
             producer.begin_transaction()
             for letter in letters:
-                _produce(producer, letter.replay_output())
+                produce(producer, letter.replay_output())
             failpoints.hit("dlq-replay.before_commit")
             producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())], consumer.consumer_group_metadata(), 60)

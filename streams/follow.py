@@ -74,7 +74,7 @@ from stages.ingest import BadRow, InputError, read_era_labels, read_sensor_file
 from streams import failpoints, kafka
 from streams.ingest import SUFFIXES
 from streams.processors import sized_slices
-from streams.runner import Output, _produce
+from streams.runner import Output, produce
 from streams.settings import Settings
 from streams.topics import ERAS_RAW
 
@@ -357,7 +357,7 @@ class DirectoryFollower:
                 chunks = self._chunks(batch)
                 for chunk in chunks:
                     value = encode_era_chunk(chunk)
-                    _produce(producer, Output(ERAS_RAW, batch.key, value))
+                    produce(producer, Output(ERAS_RAW, batch.key, value))
                     report.bytes += len(value)
                 counts[batch.key] = len(chunks)
                 report.chunks += len(chunks)

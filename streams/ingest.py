@@ -20,7 +20,7 @@ from schemas.codec import EraChunk, encode_era_chunk
 from stages.ingest import BadRow, EraSpec, InputError, SensorTable, assign_eras, read_era_labels, read_sensor_file
 from streams import kafka
 from streams.processors import era_chunks
-from streams.runner import Output, _produce
+from streams.runner import Output, produce
 from streams.settings import Settings
 from streams.topics import ERAS_RAW
 
@@ -126,7 +126,7 @@ def publish(
             )
             for chunk in era_chunks(frame[columns].reset_index(drop=True), template, "ingest", settings.batch_size):
                 value = encode_era_chunk(chunk)
-                _produce(producer, Output(ERAS_RAW, spec.key, value))
+                produce(producer, Output(ERAS_RAW, spec.key, value))
                 report.chunks += 1
                 report.bytes += len(value)
             report.rows += len(frame)

@@ -207,7 +207,7 @@ class TransactionalStageRunner:
         try:
             producer.begin_transaction()
             for out in outputs:
-                _produce(producer, out)
+                produce(producer, out)
             if offsets:
                 producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 60)
             producer.commit_transaction(120)
@@ -248,7 +248,8 @@ class TransactionalStageRunner:
         log.info("%s revoked %s", self.name, sorted(gone))
 
 
-def _produce(producer, out: Output) -> None:
+def produce(producer, out: Output) -> None:
+    """Produce one Output, waiting for room when the local queue is full."""
     while True:
         try:
             producer.produce(out.topic, key=out.key, value=out.value, headers=out.headers or None)

@@ -26,7 +26,7 @@ from stages.clickhouse import (
     ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, classify_error, connect,
 )
 from streams import failpoints, kafka, metrics
-from streams.runner import StopFlag, dead_letter, worker_name, _produce
+from streams.runner import StopFlag, dead_letter, worker_name, produce
 from streams.settings import Settings
 from streams.topics import ERAS_DONE, FEATURES_ROLLING, FEATURES_TSFRESH
 
@@ -153,7 +153,7 @@ class SinkRunner:
                 if isinstance(exc, ClickHouseUnavailable):
                     raise
                 log.error("%s: %s -> dead letter", STAGE, exc)
-                _produce(self.producer, dead_letter(msg, STAGE, exc))
+                produce(self.producer, dead_letter(msg, STAGE, exc))
                 metrics.DEAD_LETTERS.labels(STAGE).inc()
                 continue
             token = content_token(batch)
@@ -174,7 +174,7 @@ class SinkRunner:
                     if isinstance(exc, ClickHouseUnavailable):
                         raise exc from None
                 log.error("%s: cannot store %s[%d]@%d: %s -> dead letter", STAGE, msg.topic(), msg.partition(), msg.offset(), exc)
-                _produce(self.producer, dead_letter(msg, STAGE, exc))
+                produce(self.producer, dead_letter(msg, STAGE, exc))
                 metrics.DEAD_LETTERS.labels(STAGE).inc()
 
     def _era_finished(self, batch: FeatureBatch) -> None:
@@ -197,7 +197,7 @@ class SinkRunner:
         metrics.ERAS.labels(STAGE).inc()
         self.selection.dirty_runs.add(batch.run_id)
         notice = {"kind": "era", "era_key": batch.era_key, "run_id": batch.run_id, "source": batch.source, "features": int(count), "stage_seconds": batch.stage_seconds}
-        _produce(self.producer, _notice(batch.era_key, notice))
+        produce(self.producer, _notice(batch.era_key, notice))
 
     # -------------------------------------------------------------- selection
     def _select(self) -> None:
@@ -221,7 +221,7 @@ class SinkRunner:
             self.writer.write_selection(result.table, selection_id, run_id, eras=len(matrix))
             log.info("%s: selection %s over %d eras kept %d of %d features in %.2f s", STAGE, selection_id, len(matrix),
                      len(result.selected), matrix.shape[1], time.perf_counter() - started)
-            _produce(self.producer, _notice(run_id, {"kind": "selection", "run_id": run_id, "eras": len(matrix), "complete_eras": int(complete),
+            produce(self.producer, _notice(run_id, {"kind": "selection", "run_id": run_id, "eras": len(matrix), "complete_eras": int(complete),
                                                      "kept": len(result.selected), "features": int(matrix.shape[1])}))
         self.producer.flush(30)
         self.selection.dirty_runs.clear()
