@@ -23,5 +23,9 @@ sample: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/python bench/pipeline.py --feature-set efficient --tsfresh-workers 1,2
+	$(BIN)/python bench/features.py --sizes 1000,10000 --sets minimal,efficient --n-jobs 2 --no-per-calc
+
 clean:
 	rm -rf $(VENV) data
