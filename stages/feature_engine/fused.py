@@ -299,31 +299,35 @@ def diff_sq_sums(X, mu, inv_s):
 
 @numba.njit(cache=True, fastmath=_REASSOC)
 def centred_power_sums(X, mu, p):
-    """(sum(d**2), sum(d**p), max|x|) per row with d = x - mu (p = 3 or 4): pandas' nanskew /
-    nankurt sums without the adjusted, squared and cubed copies."""
+    """(sum(d**2), sum(d**p)) per row with d = x - mu (p = 3 or 4): pandas' nanskew /
+    nankurt sums without the adjusted, squared and cubed copies (a max in the same loop would
+    keep LLVM from vectorising it)."""
     m, n = X.shape
-    out = np.empty((3, m))
+    out = np.empty((2, m))
     for i in range(m):
         c = mu[i]
         s2 = 0.0
         sp = 0.0
-        mx = 0.0
-        for t in range(n):
-            x = X[i, t]
-            d = x - c
-            d2 = d * d
-            s2 += d2
-            sp += d2 * d if p == 3 else d2 * d2
-            mx = max(mx, abs(x))
+        if p == 3:
+            for t in range(n):
+                d = X[i, t] - c
+                d2 = d * d
+                s2 += d2
+                sp += d2 * d
+        else:
+            for t in range(n):
+                d = X[i, t] - c
+                d2 = d * d
+                s2 += d2
+                sp += d2 * d2
         out[0, i] = s2
         out[1, i] = sp
-        out[2, i] = mx
     return out
 
 
 @numba.njit(cache=True)
 def band(x, lo, hi, buf):
-    """Values of x in [lo, hi] copied to buf (in order; buf holds len(x) + 1); returns
+    """Values of x in [lo, hi] copied to the front of buf (buf holds len(x) + 1); returns
     (#below lo, #above hi, #in band). One branch-free pass: every value is written at the
     band's end and kept only if inside (random data would mispredict a branch per value)."""
     below = 0
@@ -331,10 +335,8 @@ def band(x, lo, hi, buf):
     k = 0
     for t in range(x.shape[0]):
         v = x[t]
-        lt = v < lo
-        gt = v > hi
-        below += lt
-        above += gt
+        below += v < lo
+        above += v > hi
         buf[k] = v
-        k += not (lt or gt)
+        k += (v >= lo) & (v <= hi)
     return below, above, k

@@ -117,8 +117,12 @@ def _median(X):
         x = X[i]
         sample = x[::step].copy()
         sample.partition((a, b))
-        below, above, nb = _fused.band(x, sample[a], sample[b], buf)
+        lo, hi = sample[a], sample[b]
+        below, above, nb = _fused.band(x, lo, hi, buf)
         if below <= klo and khi < n - above:
+            if lo == hi:  # a band of one value (ties: binary series)
+                out[i] = lo
+                continue
             band = buf[:nb]
             r0, r1 = klo - below, khi - below
             if r0 == r1:
@@ -699,7 +703,8 @@ def _long_centred_sums(X, p):
     """(count, sum d**2, sum d**p, max|x|) in one pass for long rows (pandas' mean)."""
     count = float(X.shape[1])
     mean = X.sum(axis=1, dtype=np.float64) / count
-    m2, mp, max_abs = _fused.centred_power_sums(X, mean, p)
+    m2, mp = _fused.centred_power_sums(X, mean, p)
+    max_abs = np.maximum(np.max(X, axis=1), -np.min(X, axis=1))  # max|x|, no |x| copy
     return count, m2, mp, max_abs
 
 
