@@ -191,14 +191,20 @@ def _describe(bad: list[BadRow], limit: int = 3) -> str:
     return shown + (f"; ... ({len(bad)} in all)" if len(bad) > limit else "")
 
 
-def read_sensor_file(path: str | Path, default_compartment: str = "default") -> SensorTable:
-    """Read one wide sensor file; bad rows are dropped and reported, bad files raise InputError."""
+def _existing_file(path: str | Path, empty: str) -> tuple[Path, str]:
+    """The path and its name for messages; InputError when it is missing or has 0 bytes."""
     p = Path(path)
     name = str(path)
     if not p.is_file():
         raise InputError(f"{name}: file not found")
     if p.stat().st_size == 0:
-        raise InputError(f"{name}: no rows (empty file)")
+        raise InputError(f"{name}: {empty} (empty file)")
+    return p, name
+
+
+def read_sensor_file(path: str | Path, default_compartment: str = "default") -> SensorTable:
+    """Read one wide sensor file; bad rows are dropped and reported, bad files raise InputError."""
+    p, name = _existing_file(path, "no rows")
     if KEY_SEPARATOR in default_compartment or not default_compartment.strip():
         raise ValueError(f"default_compartment {default_compartment!r} must be non-empty, without ':'")
 
@@ -283,12 +289,7 @@ def _check_overlaps(eras: list[EraSpec], where: str) -> None:
 
 def read_era_labels(path: str | Path) -> list[EraSpec]:
     """Read an era label CSV (era_id, compartment_id, start_time, end_time), validated."""
-    p = Path(path)
-    name = str(path)
-    if not p.is_file():
-        raise InputError(f"{name}: file not found")
-    if p.stat().st_size == 0:
-        raise InputError(f"{name}: no eras (empty file)")
+    p, name = _existing_file(path, "no eras")
     raw, lines, malformed = _read_csv_text(p)
     if malformed:
         raise InputError(f"{name}:{malformed[0].line}: {malformed[0].reason}")

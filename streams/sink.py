@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from schemas.codec import FeatureBatch, MessageDecodeError, decode_feature_batch
+from schemas.codec import FeatureBatch, decode_feature_batch
 from schemas.payload import frame_from_ipc
 from stages.clickhouse import (
     ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, classify_error, connect,
@@ -40,9 +40,14 @@ def content_token(batch: FeatureBatch) -> str:
     return f"{batch.run_id}|{batch.era_key}|{batch.source}|{batch.kind}|{batch.chunk_index}|{digest}"
 
 
+def _version(batch: FeatureBatch) -> np.uint64:
+    """Deterministic row version: the producing stage's computed_at in ms."""
+    return np.uint64(int(batch.computed_at.timestamp() * 1000))
+
+
 def feature_rows(batch: FeatureBatch, frame: pd.DataFrame) -> pd.DataFrame:
     """Long-form (sensor, feature, value) from a batch, as era_features rows."""
-    version = np.uint64(int(batch.computed_at.timestamp() * 1000))
+    version = _version(batch)
     return pd.DataFrame(
         {
             "compartment_id": batch.compartment_id,
@@ -60,7 +65,7 @@ def feature_rows(batch: FeatureBatch, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def rolling_rows(batch: FeatureBatch, frame: pd.DataFrame) -> pd.DataFrame:
-    version = np.uint64(int(batch.computed_at.timestamp() * 1000))
+    version = _version(batch)
     out = frame[["sensor", "window", "timestamp", "mean", "std", "min", "max"]].copy()
     out["sensor"] = out["sensor"].astype(str)
     out["window"] = out["window"].astype(str)
@@ -149,12 +154,9 @@ class SinkRunner:
                 frame = frame_from_ipc(batch.payload)
                 if self.run_id:
                     batch.run_id = self.run_id
-            except (MessageDecodeError, Exception) as exc:
-                if isinstance(exc, ClickHouseUnavailable):
-                    raise
+            except Exception as exc:  # MessageDecodeError, or a payload Arrow cannot read
                 log.error("%s: %s -> dead letter", STAGE, exc)
-                produce(self.producer, dead_letter(msg, STAGE, exc))
-                metrics.DEAD_LETTERS.labels(STAGE).inc()
+                self._dead_letter(msg, exc)
                 continue
             token = content_token(batch)
             if failpoints.outage("clickhouse"):
@@ -174,8 +176,11 @@ class SinkRunner:
                     if isinstance(exc, ClickHouseUnavailable):
                         raise exc from None
                 log.error("%s: cannot store %s[%d]@%d: %s -> dead letter", STAGE, msg.topic(), msg.partition(), msg.offset(), exc)
-                produce(self.producer, dead_letter(msg, STAGE, exc))
-                metrics.DEAD_LETTERS.labels(STAGE).inc()
+                self._dead_letter(msg, exc)
+
+    def _dead_letter(self, msg: Message, exc: Exception) -> None:
+        produce(self.producer, dead_letter(msg, STAGE, exc))
+        metrics.DEAD_LETTERS.labels(STAGE).inc()
 
     def _era_finished(self, batch: FeatureBatch) -> None:
         count = self.writer.client.query(
