@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import warnings
 from functools import lru_cache
-from multiprocessing import Pool
 
 import numpy as np
 import pandas as pd
@@ -25,6 +24,8 @@ from tsfresh.feature_extraction import (
     MinimalFCParameters,
 )
 from tsfresh.utilities.distribution import MultiprocessingDistributor, initialize_warnings_in_workers
+
+from stages.worker_pool import worker_context
 
 TIMESTAMP = "timestamp"
 OUTPUT_COLUMNS = ["sensor", "feature", "value"]
@@ -56,11 +57,12 @@ def _init_worker(show_warnings: bool) -> None:
 
 
 class _PinnedBlasDistributor(MultiprocessingDistributor):
-    """tsfresh's process pool, with BLAS limited to one thread in every worker."""
+    """tsfresh's process pool, with BLAS limited to one thread in every worker and workers
+    started from the fork server (stages.worker_pool), never forked from this process."""
 
     def __init__(self, n_workers: int) -> None:
         # Not calling super().__init__: it would start a pool with its own initializer.
-        self.pool = Pool(processes=n_workers, initializer=_init_worker, initargs=(False,))
+        self.pool = worker_context().Pool(processes=n_workers, initializer=_init_worker, initargs=(False,))
         self.n_workers = n_workers
         self.disable_progressbar = True
         self.progressbar_title = "Feature Extraction"

@@ -6,6 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from infra.kafka.broker import LocalBroker
@@ -50,3 +51,35 @@ def _clean_env(monkeypatch):
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
     monkeypatch.setenv("ERASTREAM_CACHE_DIR", os.environ.get("ERASTREAM_CACHE_DIR", str(Path.home() / ".cache" / "erastream")))
+
+
+_MULTIPROCESSING_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+
+
+def _is_multiprocessing_helper(proc: psutil.Process) -> bool:
+    """The fork server and resource tracker end by themselves when this process does."""
+    try:
+        return any(h in " ".join(proc.cmdline()) for h in _MULTIPROCESSING_HELPERS)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Reap whatever a failed or timed-out test left running.
+
+    A stray child (a stage process, a hung pool worker) keeps the job's stdout open, and CI
+    then waits on the pipe for ever after the last test; one line names each one killed.
+    """
+    leftovers = [p for p in psutil.Process().children(recursive=True) if not _is_multiprocessing_helper(p)]
+    for proc in leftovers:
+        try:
+            print(f"\nconftest: stopping leftover process {proc.pid} {' '.join(proc.cmdline())[:120]}")
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(leftovers, timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass

@@ -1,13 +1,13 @@
 """The feature engine: tsfresh settings in, tsfresh's features out, kernels where they exist."""
 from __future__ import annotations
 
-import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
+
+from stages.worker_pool import worker_context
 
 from . import fallback
 from .registry import KERNELS
@@ -200,9 +200,8 @@ def extract_features_fast(
     heavy = any(s[2] not in _CHEAP for s in steps)
     if n_jobs and n_jobs > 1 and len(arrays) > 1 and heavy and work >= PARALLEL_MIN_SAMPLES:
         groups = _split([len(a) for a in arrays], min(n_jobs, len(arrays)))
-        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
         values = np.full((len(arrays), len(names)), np.nan)
-        with ProcessPoolExecutor(len(groups), mp_context=ctx, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(len(groups), mp_context=worker_context(), initializer=_worker_init) as pool:
             jobs = [([arrays[i] for i in g], dict(fc_parameters), use_kernels) for g in groups]
             for g, res in zip(groups, pool.map(_worker, jobs)):
                 values[g] = res

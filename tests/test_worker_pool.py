@@ -1,0 +1,49 @@
+"""Stage worker pools must not inherit the state of the parent's other threads."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import pytest
+
+from stages.worker_pool import worker_context
+
+_held_elsewhere = threading.Lock()
+
+
+def _lock_is_free(_: int) -> bool:
+    acquired = _held_elsewhere.acquire(timeout=2)
+    if acquired:
+        _held_elsewhere.release()
+    return acquired
+
+
+def _pool_sees_free_lock(ctx) -> bool:
+    """Start a pool while another thread of this process holds a lock; can a worker take it?"""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _held_elsewhere:
+            taken.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert taken.wait(5)
+    try:
+        with ctx.Pool(1) as pool:
+            return pool.map(_lock_is_free, [0])[0]
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_workers_do_not_inherit_a_lock_another_thread_holds():
+    # A forked worker would find the lock taken for ever: the CI hang in a tsfresh pool.
+    assert _pool_sees_free_lock(worker_context())
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+def test_the_check_catches_a_plain_fork():
+    assert not _pool_sees_free_lock(multiprocessing.get_context("fork"))
