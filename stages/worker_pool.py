@@ -11,7 +11,10 @@ heavy imports into that server keeps each worker's start cheap.
 from __future__ import annotations
 
 import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
+from typing import Callable
 
 #: Imported once in the fork server, so workers start with them already loaded.
 PRELOAD = ("numpy", "pandas", "tsfresh", "stages.feature_engine")
@@ -24,3 +27,31 @@ def worker_context() -> BaseContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))  # takes effect when the server first starts
     return ctx
+
+
+_shared: dict[tuple[int, Callable[[], None]], ProcessPoolExecutor] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_executor(workers: int, initializer: Callable[[], None]) -> ProcessPoolExecutor:
+    """A process pool kept for the life of this process, one per (size, initializer).
+
+    A stage computes era after era; a fresh pool per era paid the workers' start (imports,
+    numba's cached kernels loaded from disk) every time: ~0.5 s an era on 2 cores.
+    """
+    key = (workers, initializer)
+    with _shared_lock:
+        pool = _shared.get(key)
+        if pool is None:
+            pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=initializer)
+            _shared[key] = pool
+        return pool
+
+
+def discard_executor(pool: ProcessPoolExecutor) -> None:
+    """Forget a pool that broke (a worker died); the next call to shared_executor starts anew."""
+    with _shared_lock:
+        for key, known in list(_shared.items()):
+            if known is pool:
+                del _shared[key]
+    pool.shutdown(wait=False, cancel_futures=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from stages.worker_pool import worker_context
+from stages.worker_pool import discard_executor, shared_executor, worker_context
 
 _held_elsewhere = threading.Lock()
 
@@ -47,3 +49,24 @@ def test_workers_do_not_inherit_a_lock_another_thread_holds():
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
 def test_the_check_catches_a_plain_fork():
     assert not _pool_sees_free_lock(multiprocessing.get_context("fork"))
+
+
+def _no_setup() -> None:
+    pass
+
+
+def _die(_: int) -> None:
+    os._exit(3)
+
+
+def test_shared_executor_is_kept_and_a_broken_one_replaced():
+    pool = shared_executor(1, _no_setup)
+    assert shared_executor(1, _no_setup) is pool  # workers started once per process
+    assert list(pool.map(abs, [-2])) == [2]
+    with pytest.raises(BrokenProcessPool):
+        list(pool.map(_die, [0]))
+    discard_executor(pool)
+    fresh = shared_executor(1, _no_setup)
+    assert fresh is not pool
+    assert list(fresh.map(abs, [-5])) == [5]
+    discard_executor(fresh)

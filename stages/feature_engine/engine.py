@@ -1,13 +1,13 @@
 """The feature engine: tsfresh settings in, tsfresh's features out, kernels where they exist."""
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from stages.worker_pool import worker_context
+from stages.worker_pool import discard_executor, shared_executor
 
 from . import fallback
 from .registry import KERNELS
@@ -201,10 +201,14 @@ def extract_features_fast(
     if n_jobs and n_jobs > 1 and len(arrays) > 1 and heavy and work >= PARALLEL_MIN_SAMPLES:
         groups = _split([len(a) for a in arrays], min(n_jobs, len(arrays)))
         values = np.full((len(arrays), len(names)), np.nan)
-        with ProcessPoolExecutor(len(groups), mp_context=worker_context(), initializer=_worker_init) as pool:
-            jobs = [([arrays[i] for i in g], dict(fc_parameters), use_kernels) for g in groups]
+        pool = shared_executor(n_jobs, _worker_init)
+        jobs = [([arrays[i] for i in g], dict(fc_parameters), use_kernels) for g in groups]
+        try:
             for g, res in zip(groups, pool.map(_worker, jobs)):
                 values[g] = res
+        except BrokenProcessPool:
+            discard_executor(pool)
+            raise
     else:
         with _one_blas_thread():
             values = _compute(arrays, steps, use_kernels)
