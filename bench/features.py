@@ -236,6 +236,11 @@ def main(argv=None) -> int:
           f"kernels for {sum(cov.values())}/{len(cov)} calculators")
     # warm up numba's compiled kernels (cached on disk after the first run)
     extract_features_fast(make_era(200, seed=1), ComprehensiveFCParameters())
+    if args.n_jobs > 1:  # a stage starts its worker pool once per process, not once an era
+        t0 = time.perf_counter()
+        extract_features_fast(make_era(2_000, seed=1), ComprehensiveFCParameters(), n_jobs=args.n_jobs)
+        print(f"# worker pool start and a first 2,000-row call (fork server + {args.n_jobs} workers, once per process, not timed "
+              f"below): {time.perf_counter() - t0:.2f} s")
     if args.per_calc_only:
         return per_calc_only(args, sizes, sets, cov)
     summary = []
