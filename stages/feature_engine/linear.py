@@ -232,6 +232,17 @@ register("ar_coefficient", min_len=8)(ar_coefficient)
 # --------------------------------------------------------------------------- friedrich / langevin
 
 
+@numba.njit(cache=True, inline="always")
+def _kahan_add(sums, comps, b, value):
+    """sums[b] += value, Kahan-compensated as pandas' group_mean does (NaN compensation reset)."""
+    y = value - comps[b]
+    t = sums[b] + y
+    comps[b] = t - sums[b] - y
+    if comps[b] != comps[b]:
+        comps[b] = 0.0
+    sums[b] = t
+
+
 @numba.njit(cache=True)
 def _kahan_bin_means(sig, delta, labels, nb):
     """pandas' cython group_mean (Kahan-compensated sums in row order, then sum / count) of
@@ -246,18 +257,8 @@ def _kahan_bin_means(sig, delta, labels, nb):
         if b < 0:
             continue
         cnt[b] += 1
-        y = sig[i] - cx[b]
-        t = sx[b] + y
-        cx[b] = t - sx[b] - y
-        if cx[b] != cx[b]:
-            cx[b] = 0.0
-        sx[b] = t
-        y = delta[i] - cy[b]
-        t = sy[b] + y
-        cy[b] = t - sy[b] - y
-        if cy[b] != cy[b]:
-            cy[b] = 0.0
-        sy[b] = t
+        _kahan_add(sx, cx, b, sig[i])
+        _kahan_add(sy, cy, b, delta[i])
     xm = np.full(nb, np.nan)
     ym = np.full(nb, np.nan)
     for b in range(nb):

@@ -686,52 +686,41 @@ register("benford_correlation")(benford_correlation)
 _EPS = np.finfo(np.float64).eps
 
 
-def _centred_moments(X):
-    count = float(X.shape[1])
-    mean = X.sum(axis=1, dtype=np.float64) / count
-    adj = X - mean[:, None]
-    adj2 = adj**2
-    max_abs = np.abs(X).max(axis=1, initial=0.0)
-    return count, adj, adj2, max_abs
-
-
 def _zero_below(arg, tol):
     return np.where(np.abs(arg) < tol, 0, arg)
 
 
-def _long_centred_sums(X, p):
-    """(count, sum d**2, sum d**p, max|x|) in one pass for long rows (pandas' mean)."""
+def _centred_sums(X, p):
+    """(count, sum d**2, sum d**p) per row, each zeroed below its round-off bound as pandas does.
+
+    Long rows take one fused pass (no n-wide temporaries); short rows NumPy's arrays.
+    """
     count = float(X.shape[1])
     mean = X.sum(axis=1, dtype=np.float64) / count
-    m2, mp = _fused.centred_power_sums(X, mean, p)
-    max_abs = np.maximum(np.max(X, axis=1), -np.min(X, axis=1))  # max|x|, no |x| copy
-    return count, m2, mp, max_abs
+    if X.shape[1] > _FUSED_VAR_MAX:
+        m2, mp = _fused.centred_power_sums(X, mean, p)
+        max_abs = np.maximum(np.max(X, axis=1), -np.min(X, axis=1))  # max|x|, no |x| copy
+    else:
+        adj = X - mean[:, None]
+        adj2 = adj**2
+        m2 = adj2.sum(axis=1, dtype=np.float64)
+        mp = (adj2 * adj if p == 3 else adj2**2).sum(axis=1, dtype=np.float64)
+        max_abs = np.abs(X).max(axis=1, initial=0.0)
+    m2 = _zero_below(m2, ((_EPS * max_abs) ** 2) * count)
+    mp = _zero_below(mp, ((_EPS * max_abs) ** p) * count)
+    return count, m2, mp
 
 
 @_plain("skewness", min_len=3)
 def skewness(X):
-    if X.shape[1] > _FUSED_VAR_MAX:
-        count, m2, m3, max_abs = _long_centred_sums(X, 3)
-    else:
-        count, adj, adj2, max_abs = _centred_moments(X)
-        m2 = adj2.sum(axis=1, dtype=np.float64)
-        m3 = (adj2 * adj).sum(axis=1, dtype=np.float64)
-    m2 = _zero_below(m2, ((_EPS * max_abs) ** 2) * count)
-    m3 = _zero_below(m3, ((_EPS * max_abs) ** 3) * count)
+    count, m2, m3 = _centred_sums(X, 3)
     res = (count * (count - 1) ** 0.5 / (count - 2)) * (m3 / m2**1.5)
     return np.where(m2 == 0, 0.0, res)
 
 
 @_plain("kurtosis", min_len=4)
 def kurtosis(X):
-    if X.shape[1] > _FUSED_VAR_MAX:
-        count, m2, m4, max_abs = _long_centred_sums(X, 4)
-    else:
-        count, _, adj2, max_abs = _centred_moments(X)
-        m2 = adj2.sum(axis=1, dtype=np.float64)
-        m4 = (adj2**2).sum(axis=1, dtype=np.float64)
-    m2 = _zero_below(m2, ((_EPS * max_abs) ** 2) * count)
-    m4 = _zero_below(m4, ((_EPS * max_abs) ** 4) * count)
+    count, m2, m4 = _centred_sums(X, 4)
     adj = 3 * (count - 1) ** 2 / ((count - 2) * (count - 3))
     num = count * (count + 1) * (count - 1) * m4
     den = (count - 2) * (count - 3) * m2**2
