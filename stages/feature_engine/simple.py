@@ -432,6 +432,24 @@ def _hash_slot(bits, mask):
 _NEG_ZERO = np.array([-0.0]).view(np.int64)[0]
 
 
+@numba.njit(cache=True)
+def _hash_table(n):
+    """(keys, counts, mask) of an open-addressing table for up to ``n`` keys, at most half full."""
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    return np.empty(size, np.int64), np.zeros(size, np.int64), size - 1
+
+
+@numba.njit(cache=True, inline="always")
+def _find_slot(keys, cnt, bits, mask):
+    """The slot holding ``bits``, or the empty slot where it goes (linear probing)."""
+    j = _hash_slot(bits, mask)
+    while cnt[j] != 0 and keys[j] != bits:
+        j = (j + 1) & mask
+    return j
+
+
 def _value_counts(X, stop_at_first):
     """Per row: (distinct values, values seen more than once, points of such values), by an
     open-addressing hash on the bits (-0.0 taken as 0.0, as sorting and pandas do): linear
@@ -442,12 +460,7 @@ def _value_counts(X, stop_at_first):
 @numba.njit(cache=True)
 def _value_counts_bits(X, stop_at_first, neg_zero):
     m, n = X.shape
-    size = 16
-    while size < 2 * n:
-        size *= 2
-    mask = size - 1
-    keys = np.empty(size, np.int64)
-    cnt = np.zeros(size, np.int64)
+    keys, cnt, mask = _hash_table(n)
     res = np.zeros((m, 3), np.int64)
     for i in range(m):
         cnt[:] = 0
@@ -458,9 +471,7 @@ def _value_counts_bits(X, stop_at_first, neg_zero):
             b = X[i, t]
             if b == neg_zero:
                 b = 0
-            j = _hash_slot(b, mask)
-            while cnt[j] != 0 and keys[j] != b:
-                j = (j + 1) & mask
+            j = _find_slot(keys, cnt, b, mask)
             c = cnt[j]
             if c == 0:
                 keys[j] = b
@@ -734,21 +745,14 @@ def kurtosis(X):
 def _distinct_bits(row, neg_zero):
     """Distinct values (as bits, -0.0 as 0.0) of one row and their counts, by hashing."""
     n = row.shape[0]
-    size = 16
-    while size < 2 * n:
-        size *= 2
-    mask = size - 1
-    keys = np.empty(size, np.int64)
-    cnt = np.zeros(size, np.int64)
+    keys, cnt, mask = _hash_table(n)
     slots = np.empty(n, np.int64)
     k = 0
     for t in range(n):
         b = row[t]
         if b == neg_zero:
             b = 0
-        j = _hash_slot(b, mask)
-        while cnt[j] != 0 and keys[j] != b:
-            j = (j + 1) & mask
+        j = _find_slot(keys, cnt, b, mask)
         if cnt[j] == 0:
             keys[j] = b
             slots[k] = j
