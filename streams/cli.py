@@ -118,7 +118,6 @@ def broker_status() -> None:
 @topics_app.command("create")
 def topics_create(partitions: Optional[int] = typer.Option(None, "--partitions", "-p", help="partitions per topic [env TOPIC_PARTITIONS, default 4]")) -> None:
     """Create every pipeline topic and its dead-letter twin (existing topics are left alone)."""
-    from streams.kafka import admin_client
     from streams.topics import create_topics
 
     cfg = settings()

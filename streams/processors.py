@@ -18,7 +18,7 @@ from schemas.payload import frame_from_ipc, frame_to_ipc
 from streams.assembler import CompleteEra
 from streams.runner import Output
 from streams.settings import Settings
-from streams.topics import ERAS_CLEAN, ERAS_RAW, FEATURES_ROLLING, FEATURES_TSFRESH
+from streams.topics import ERAS_CLEAN, FEATURES_ROLLING, FEATURES_TSFRESH
 
 MAX_PAYLOAD_BYTES = 900_000  # under the broker's 1 MiB default with room for the envelope
 
@@ -163,8 +163,8 @@ class RollingProcessor(StageProcessor):
         return [Output(FEATURES_ROLLING, era.key, encode_feature_batch(b)) for b in batches]
 
 
-PROCESSORS: dict[str, tuple[str, type[StageProcessor]]] = {
-    "preprocess": (ERAS_RAW, PreprocessProcessor),
-    "tsfresh": (ERAS_CLEAN, TsfreshProcessor),
-    "rolling": (ERAS_CLEAN, RollingProcessor),
+PROCESSORS: dict[str, type[StageProcessor]] = {
+    "preprocess": PreprocessProcessor,
+    "tsfresh": TsfreshProcessor,
+    "rolling": RollingProcessor,
 }

@@ -19,16 +19,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams import kafka
 from streams.settings import Settings
-from streams.topics import ERAS_CLEAN, ERAS_RAW, FEATURES_ROLLING, FEATURES_TSFRESH
+from streams.topic_reader import partitions, watermarks
+from streams.topics import STAGE_INPUTS, stage_group
 
 log = logging.getLogger(__name__)
-
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {
-    "preprocess": (ERAS_RAW,),
-    "tsfresh": (ERAS_CLEAN,),
-    "rolling": (ERAS_CLEAN,),
-    "sink": (FEATURES_TSFRESH, FEATURES_ROLLING),
-}
 
 
 class ReplayError(RuntimeError):
@@ -48,12 +42,8 @@ class ReplayPlan:
         return sum(max(self.end[(tp.topic, tp.partition)] - tp.offset, 0) for tp in self.start)
 
 
-def default_group(stage: str) -> str:
-    return "erastream.sink" if stage == "sink" else f"erastream.{stage}"
-
-
 def replay_group(stage: str, run_id: str | None) -> str:
-    return f"{default_group(stage)}.replay.{run_id}" if run_id else default_group(stage)
+    return f"{stage_group(stage)}.replay.{run_id}" if run_id else stage_group(stage)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -75,16 +65,14 @@ def plan_replay(
     _require_empty(settings, group)
     consumer = Consumer(kafka.consumer_config(settings, group))
     try:
-        start: list[TopicPartition] = []
-        end: dict[tuple[str, int], int] = {}
-        for topic in STAGE_INPUTS[stage]:
-            meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise ReplayError(f"topic {topic} does not exist; run `erastream topics create`")
-            for p in sorted(meta.partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                end[(topic, p)] = high
-                start.append(TopicPartition(topic, p, low))
+        found_partitions = partitions(consumer, STAGE_INPUTS[stage], timeout=30)
+        missing = [t for t in STAGE_INPUTS[stage] if t not in found_partitions]
+        if missing:
+            raise ReplayError(f"topic {missing[0]} does not exist; run `erastream topics create`")
+        tps = [(t, p) for t in STAGE_INPUTS[stage] for p in found_partitions[t]]
+        marks = watermarks(consumer, tps, timeout=30)
+        end = {tp: high for tp, (_, high) in marks.items()}
+        start = [TopicPartition(t, p, marks[(t, p)][0]) for t, p in tps]
         if from_timestamp is not None:
             ms = int(from_timestamp.timestamp() * 1000)
             found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, ms) for tp in start], timeout=30)

@@ -26,7 +26,7 @@ from streams import failpoints, kafka, metrics
 from streams.assembler import CompleteEra, EraAssembler
 from streams.slots import transactional_id
 from streams.settings import Settings
-from streams.topics import dlq
+from streams.topics import dlq, stage_group
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class TransactionalStageRunner:
         self.stage = stage
         self.source_topic = source_topic
         self.processor = processor
-        self.group_id = group_id or f"erastream.{stage}"
+        self.group_id = group_id or stage_group(stage)
         self.run_id = run_id  # set: outputs are re-stamped with this run id (replays)
         self.assembler = EraAssembler()
         self.name = worker_name(stage)

@@ -28,7 +28,7 @@ from stages.clickhouse import (
 from streams import failpoints, kafka, metrics
 from streams.runner import StopFlag, dead_letter, worker_name, produce
 from streams.settings import Settings
-from streams.topics import ERAS_DONE, FEATURES_ROLLING, FEATURES_TSFRESH
+from streams.topics import ERAS_DONE, STAGE_INPUTS, stage_group
 
 log = logging.getLogger(__name__)
 STAGE = "sink"
@@ -90,9 +90,9 @@ class SelectionPolicy:
 
 
 class SinkRunner:
-    def __init__(self, settings: Settings, group_id: str = "erastream.sink", client: Any = None, run_id: str | None = None):
+    def __init__(self, settings: Settings, group_id: str | None = None, client: Any = None, run_id: str | None = None):
         self.settings = settings
-        self.group_id = group_id
+        self.group_id = group_id or stage_group(STAGE)
         self.run_id = run_id  # set: rows are stored under this run id (replays)
         self.name = worker_name(STAGE)
         self._client = client
@@ -106,8 +106,8 @@ class SinkRunner:
         self.writer = ClickHouseWriter(client)
         consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": self.name})
         self.producer = kafka.producer(self.settings)
-        consumer.subscribe([FEATURES_TSFRESH, FEATURES_ROLLING])
-        log.info("%s consuming %s, %s", self.name, FEATURES_TSFRESH, FEATURES_ROLLING)
+        consumer.subscribe(list(STAGE_INPUTS[STAGE]))
+        log.info("%s consuming %s", self.name, ", ".join(STAGE_INPUTS[STAGE]))
         try:
             while not should_stop():
                 messages = consumer.consume(num_messages=200, timeout=self.settings.consumer_poll_timeout_s)

@@ -29,7 +29,7 @@ from streams import kafka
 from streams.dead_letters import REPLAY_GROUP, dlq_topics
 from streams.settings import Settings
 from streams.topic_reader import TP, BoundedRead, committed_offsets, partitions, reader, watermarks
-from streams.topics import ERAS_CLEAN, ERAS_RAW, FEATURES_ROLLING, FEATURES_TSFRESH
+from streams.topics import STAGE_INPUTS, stage_group
 
 SCAN_LIMIT = 10_000
 SCAN_BYTES = 256 * 1024 * 1024
@@ -49,10 +49,8 @@ class StageSpec:
 
 def default_stages() -> list[StageSpec]:
     return [
-        StageSpec("preprocess", "erastream.preprocess", (ERAS_RAW,), "era_chunk"),
-        StageSpec("tsfresh", "erastream.tsfresh", (ERAS_CLEAN,), "era_chunk"),
-        StageSpec("rolling", "erastream.rolling", (ERAS_CLEAN,), "era_chunk"),
-        StageSpec("sink", "erastream.sink", (FEATURES_TSFRESH, FEATURES_ROLLING), "feature_batch"),
+        StageSpec(name, stage_group(name), topics, "feature_batch" if name == "sink" else "era_chunk")
+        for name, topics in STAGE_INPUTS.items()
     ]
 
 

@@ -16,6 +16,20 @@ ERAS_DONE = "eras.done"  # the sink's notices: an era's features are in ClickHou
 
 PIPELINE_TOPICS: tuple[str, ...] = (ERAS_RAW, ERAS_CLEAN, FEATURES_TSFRESH, FEATURES_ROLLING)
 
+#: Each stage's input topics, stages in pipeline order: the one table that workers, status and
+#: replay read, so a new stage or topic is added in one place.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "preprocess": (ERAS_RAW,),
+    "tsfresh": (ERAS_CLEAN,),
+    "rolling": (ERAS_CLEAN,),
+    "sink": (FEATURES_TSFRESH, FEATURES_ROLLING),
+}
+
+
+def stage_group(stage: str) -> str:
+    """A stage's own consumer group (a replay under a new run id uses a group of its own)."""
+    return f"erastream.{stage}"
+
 
 def dlq(topic: str) -> str:
     """The dead-letter twin of a topic."""

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from streams.settings import Settings
+from streams.topics import STAGE_INPUTS
 
 log = logging.getLogger(__name__)
 
-STAGES = ("preprocess", "tsfresh", "rolling", "sink")
+STAGES = tuple(STAGE_INPUTS)
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -59,13 +60,13 @@ def run_stage(
     if name == "sink":
         from streams.sink import SinkRunner
 
-        SinkRunner(settings, group_id=group_id or "erastream.sink", run_id=run_id).run(stop)
+        SinkRunner(settings, group_id=group_id, run_id=run_id).run(stop)
         return
     from streams.processors import PROCESSORS
     from streams.runner import TransactionalStageRunner
 
-    topic, processor_cls = PROCESSORS[name]
-    TransactionalStageRunner(settings, name, topic, processor_cls(settings), group_id=group_id, run_id=run_id).run(stop)
+    (topic,) = STAGE_INPUTS[name]
+    TransactionalStageRunner(settings, name, topic, PROCESSORS[name](settings), group_id=group_id, run_id=run_id).run(stop)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from math import ceil, floor
+from math import floor
 
 import numpy as np
 import pywt
