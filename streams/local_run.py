@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streams import kafka
 from streams.ingest import IngestReport, publish
@@ -49,21 +49,37 @@ class RunSummary:
 class DoneWatcher:
     """Reads the sink's notices from the current end of eras.done onwards."""
 
+    #: Seconds without a notice after which the watcher checks whether it is stalled.
+    STALL_CHECK_S = 5.0
+
     def __init__(self, settings: Settings):
-        self.consumer = Consumer(kafka.consumer_config(settings, f"erastream.run.{uuid.uuid4().hex[:8]}"))
+        self.settings = settings
+        self.consumer = self._consumer()
         tps = [(ERAS_DONE, p) for p in partitions(self.consumer, [ERAS_DONE], timeout=30)[ERAS_DONE]]
         ends = watermarks(self.consumer, tps, timeout=30)  # only notices from now on
-        self.consumer.assign([TopicPartition(t, p, ends[(t, p)][1]) for t, p in tps])
+        self.next_offsets: dict[tuple[str, int], int] = {tp: high for tp, (_, high) in ends.items()}
+        self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()])
+        self._quiet_since = time.monotonic()
+        self._behind_at_last_check: dict[tuple[str, int], int] = {}
         self.done: dict[str, set[str]] = defaultdict(set)
         self.done_by_run: dict[str, dict[str, set[str]]] = {}
         self.stage_seconds: dict[str, dict[str, float]] = {}
         self.selections: list[dict] = []
         self.last_era_ts = 0
 
+    def _consumer(self) -> Consumer:
+        return Consumer(kafka.consumer_config(self.settings, f"erastream.run.{uuid.uuid4().hex[:8]}"))
+
     def poll(self, timeout: float = 0.5) -> None:
-        for msg in self.consumer.consume(num_messages=500, timeout=timeout):
+        messages = self.consumer.consume(num_messages=500, timeout=timeout)
+        if messages:
+            self._quiet_since = time.monotonic()
+        elif time.monotonic() - self._quiet_since > self.STALL_CHECK_S:
+            self._restart_if_stalled()
+        for msg in messages:
             if msg.error() is not None:
                 continue
+            self.next_offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             notice = json.loads(msg.value())
             notice["_ts"] = msg.timestamp()[1]
             if notice.get("kind") == "era":
@@ -80,6 +96,30 @@ class DoneWatcher:
 
     def finished(self, keys: list[str]) -> int:
         return sum(1 for k in keys if self.done.get(k, set()) >= set(SOURCES))
+
+    def _restart_if_stalled(self) -> None:
+        """Start a fresh consumer where this one stopped if it sits behind notices it never gets.
+
+        An assign()-ed librdkafka consumer can stop fetching for good after a broker restart
+        (confluentinc/librdkafka#5153, seen here as a run that never saw its last notices);
+        a new consumer at the same offsets fetches again. Lag must persist across two checks,
+        so a notice still on its way is not mistaken for a stall.
+        """
+        self._quiet_since = time.monotonic()
+        try:
+            ends = watermarks(self.consumer, list(self.next_offsets), timeout=5)
+        except KafkaException:
+            return  # the broker is away: nothing to decide yet
+        behind = {tp: o for tp, o in self.next_offsets.items() if ends[tp][1] > o}
+        stalled = {tp: o for tp, o in behind.items() if self._behind_at_last_check.get(tp) == o}
+        self._behind_at_last_check = behind
+        if not stalled:
+            return
+        log.warning("eras.done watcher stalled at %s; restarting its consumer", stalled)
+        self.consumer.close()
+        self.consumer = self._consumer()
+        self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()])
+        self._behind_at_last_check = {}
 
     def close(self) -> None:
         self.consumer.close()
