@@ -61,8 +61,7 @@ class DoneWatcher:
         self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()])
         self._quiet_since = time.monotonic()
         self._behind_at_last_check: dict[tuple[str, int], int] = {}
-        self.done: dict[str, set[str]] = defaultdict(set)
-        self.done_by_run: dict[str, dict[str, set[str]]] = {}
+        self.done_by_run: dict[str, dict[str, set[str]]] = {}  # run id -> era key -> sources stored
         self.stage_seconds: dict[str, dict[str, float]] = {}
         self.selections: list[dict] = []
         self.last_era_ts = 0
@@ -84,7 +83,6 @@ class DoneWatcher:
             notice["_ts"] = msg.timestamp()[1]
             if notice.get("kind") == "era":
                 self.last_era_ts = max(self.last_era_ts, notice["_ts"])
-                self.done[notice["era_key"]].add(notice["source"])
                 self.done_by_run.setdefault(notice["run_id"], defaultdict(set))[notice["era_key"]].add(notice["source"])
                 self.stage_seconds.setdefault(notice["era_key"], {}).update(notice.get("stage_seconds", {}))
             elif notice.get("kind") == "selection":
@@ -95,7 +93,8 @@ class DoneWatcher:
         return notice["run_id"] == run_id and notice.get("complete_eras", 0) >= eras and notice["_ts"] >= self.last_era_ts
 
     def finished(self, keys: list[str]) -> int:
-        return sum(1 for k in keys if self.done.get(k, set()) >= set(SOURCES))
+        """How many of these eras have every source stored (in any run)."""
+        return sum(1 for k in keys if set().union(*(run.get(k, ()) for run in self.done_by_run.values())) >= set(SOURCES))
 
     def _restart_if_stalled(self) -> None:
         """Start a fresh consumer where this one stopped if it sits behind notices it never gets.
