@@ -25,7 +25,7 @@ from tsfresh.feature_extraction import (
 )
 from tsfresh.utilities.distribution import MultiprocessingDistributor, initialize_warnings_in_workers
 
-from stages.worker_pool import worker_context
+from stages.worker_pool import one_blas_thread_per_worker, worker_context
 
 TIMESTAMP = "timestamp"
 OUTPUT_COLUMNS = ["sensor", "feature", "value"]
@@ -53,7 +53,7 @@ def fc_parameters(feature_set: str) -> dict:
 
 def _init_worker(show_warnings: bool) -> None:
     initialize_warnings_in_workers(show_warnings)
-    threadpool_limits(limits=1)  # stays in force for the worker's life
+    one_blas_thread_per_worker()
 
 
 class _PinnedBlasDistributor(MultiprocessingDistributor):
@@ -157,10 +157,7 @@ def extract_era_features(
         for s, rows in nan.groupby("sensor", sort=False):
             parts[str(s)] = rows
     out = pd.concat([parts[s] for s in sensors], ignore_index=True)
-    out["sensor"] = out["sensor"].astype("str")
-    out["feature"] = out["feature"].astype("str")
-    out["value"] = out["value"].astype("float64")
-    return out[OUTPUT_COLUMNS]
+    return _typed(out)
 
 
 def _extract_fast(clean: pd.DataFrame, sensors: list[str], feature_set: str, n_jobs: int) -> pd.DataFrame:
@@ -173,7 +170,9 @@ def _extract_fast(clean: pd.DataFrame, sensors: list[str], feature_set: str, n_j
     order = {name: i for i, name in enumerate(feature_names(feature_set))}
     out = out.assign(_s=out["sensor"].map(rank), _f=out["feature"].map(order).fillna(len(order)))
     out = out.sort_values(["_s", "_f"], kind="stable").drop(columns=["_s", "_f"]).reset_index(drop=True)
-    out["sensor"] = out["sensor"].astype("str")
-    out["feature"] = out["feature"].astype("str")
-    out["value"] = out["value"].astype("float64")
-    return out[OUTPUT_COLUMNS]
+    return _typed(out)
+
+
+def _typed(out: pd.DataFrame) -> pd.DataFrame:
+    """The output columns with the stage's dtypes, whichever engine made them."""
+    return out.astype({"sensor": "str", "feature": "str", "value": "float64"})[OUTPUT_COLUMNS]

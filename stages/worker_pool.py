@@ -16,8 +16,16 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from typing import Callable
 
+from threadpoolctl import threadpool_limits
+
 #: Imported once in the fork server, so workers start with them already loaded.
 PRELOAD = ("numpy", "pandas", "tsfresh", "stages.feature_engine")
+
+
+def one_blas_thread_per_worker() -> None:
+    """Pool initializer: BLAS limited to one thread for the worker's life. Several BLAS thread
+    pools on a few cores ran 3-9x slower (DESIGN.md, cost facts); stages scale by processes."""
+    threadpool_limits(limits=1)
 
 
 def worker_context() -> BaseContext:

@@ -7,7 +7,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from stages.worker_pool import discard_executor, shared_executor
+from threadpoolctl import threadpool_limits
+
+from stages.worker_pool import discard_executor, one_blas_thread_per_worker, shared_executor
 
 from . import fallback
 from .registry import KERNELS
@@ -85,7 +87,7 @@ def _run_step(X: np.ndarray, step, out: np.ndarray, col: int, use_kernels: bool)
     m, n = X.shape
     k = len(names)
     kern = _kernel_for(func, name, use_kernels)
-    if kern is not None and n >= kern.min_len:
+    if kern is not None and kern.applies(n):
         rows = max(1, BLOCK_ELEMENTS // max(n, 1)) if kern.block and n < kern.unblocked_from else m
         if rows >= m:
             v = _call_kernel(kern, X, params, m, k)
@@ -139,26 +141,10 @@ def _compute(arrays: list[np.ndarray], steps, use_kernels: bool = True) -> np.nd
     return out
 
 
-def _worker_init():
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except Exception:  # noqa: BLE001 - pinning threads is an optimisation only
-        pass
-
-
 def _one_blas_thread():
     """BLAS pinned to one thread: the kernels' matrices are small or tall-and-thin, and BLAS
     threads on a shared machine cost more than they give (DESIGN.md, cost facts)."""
-    try:
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(1, user_api="blas")
-    except Exception:  # noqa: BLE001
-        import contextlib
-
-        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _worker(args):
@@ -201,7 +187,7 @@ def extract_features_fast(
     if n_jobs and n_jobs > 1 and len(arrays) > 1 and heavy and work >= PARALLEL_MIN_SAMPLES:
         groups = _split([len(a) for a in arrays], min(n_jobs, len(arrays)))
         values = np.full((len(arrays), len(names)), np.nan)
-        pool = shared_executor(n_jobs, _worker_init)
+        pool = shared_executor(n_jobs, one_blas_thread_per_worker)
         jobs = [([arrays[i] for i in g], dict(fc_parameters), use_kernels) for g in groups]
         try:
             for g, res in zip(groups, pool.map(_worker, jobs)):

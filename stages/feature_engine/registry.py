@@ -36,13 +36,13 @@ class Kernel:
 KERNELS: dict[str, Kernel] = {}
 
 
-def register(name: str, min_len: int = 8, block: bool = False):
+def register(name: str, min_len: int = 8):
     """Decorator: register ``fn(X, params) -> (rows, k)`` as the kernel of calculator ``name``."""
 
     def deco(fn):
         if name in KERNELS:
             raise ValueError(f"kernel for {name} registered twice")
-        KERNELS[name] = Kernel(name, fn, min_len, block)
+        KERNELS[name] = Kernel(name, fn, min_len)
         return fn
 
     return deco
