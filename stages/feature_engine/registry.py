@@ -29,9 +29,6 @@ class Kernel:
     #: the era goes to it whole, without per-block calls
     unblocked_from: int = 1 << 62
 
-    def applies(self, n: int) -> bool:
-        return n >= self.min_len
-
 
 KERNELS: dict[str, Kernel] = {}
 
