@@ -16,14 +16,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from schemas.codec import MessageDecodeError, decode_era_chunk, encode_era_chunk
 from streams import failpoints, kafka, metrics
 from streams.assembler import CompleteEra, EraAssembler
+from streams.commit import Output, TransactionAborted, Transactions, rewind, transactions_for
 from streams.slots import transactional_id
 from streams.settings import Settings
 from streams.topics import dlq, stage_group
@@ -31,14 +31,6 @@ from streams.topics import dlq, stage_group
 log = logging.getLogger(__name__)
 
 StopFlag = Callable[[], bool]
-
-
-@dataclass
-class Output:
-    topic: str
-    key: str | bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class EraProcessor(Protocol):
@@ -64,7 +56,7 @@ def error_headers(stage: str, error: BaseException | str, topic: str, partition:
 def dead_letter(msg: Message, stage: str, error: BaseException | str) -> Output:
     """The message as it came, to `<topic>.dlq`, with the error in its headers."""
     headers = list(msg.headers() or []) + error_headers(stage, error, msg.topic(), msg.partition(), msg.offset())
-    return Output(dlq(msg.topic()), msg.key(), msg.value() or b"", headers)
+    return Output(dlq(msg.topic()), msg.key(), msg.value() or b"", headers, source_partition=msg.partition())
 
 
 def worker_name(stage: str) -> str:
@@ -93,34 +85,37 @@ class TransactionalStageRunner:
         self.name = worker_name(stage)
         self._assigned: set[int] = set()
         self._held: list[Message] = []
+        self._revoked_in_batch: set[int] = set()  # partitions revoked since this batch began
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-compute")
 
     # ------------------------------------------------------------------ loop
     def run(self, should_stop: StopFlag) -> None:
         metrics.serve(self.settings.metrics_port)
+        self._should_stop = should_stop
         consumer = kafka.consumer(
             self.settings, self.group_id,
             **{"client.id": self.name, "statistics.interval.ms": 10_000,
                "stats_cb": lambda s: metrics.record_lag(self.stage, _json(s))},
         )
         txn_id = transactional_id(self.settings.data_dir / "slots", self.group_id)
-        producer = kafka.producer(self.settings, transactional_id=txn_id)
-        producer.init_transactions(60)  # fences a dead predecessor with this id and aborts its open transaction
+        self.transactions = transactions_for(self.settings, txn_id, self.name, should_stop)
+        self.transactions.producer  # fences a dead predecessor with this id and aborts its open transaction
         consumer.subscribe([self.source_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         log.info("%s consuming %s as group %s (transactional.id %s)", self.name, self.source_topic, self.group_id, txn_id)
         try:
             while not should_stop():
                 messages, self._held = self._held, []
+                self._revoked_in_batch = set()
                 if not messages:
                     messages = consumer.consume(num_messages=64, timeout=self.settings.consumer_poll_timeout_s)
                 if not messages:
                     continue
                 outputs = self._handle(consumer, messages)
                 failpoints.hit(f"{self.stage}.before_commit")
-                self._commit(producer, consumer, outputs)
+                self._commit(consumer, outputs)
         finally:
             consumer.close()
-            producer.flush(10)
+            self.transactions.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("%s stopped", self.name)
 
@@ -133,7 +128,7 @@ class TransactionalStageRunner:
                     log.warning("%s consume error: %s", self.name, err)
                 continue
             partition, offset = msg.partition(), msg.offset()
-            if partition not in self._assigned:
+            if partition not in self._assigned or partition in self._revoked_in_batch:
                 continue  # revoked while this batch was in hand: its new owner reads it again
             metrics.MESSAGES.labels(self.stage).inc()
             try:
@@ -174,9 +169,11 @@ class TransactionalStageRunner:
                         self._held.append(msg)
         finally:
             consumer.resume(consumer.assignment())
-        if era.partition not in self._assigned:
+        if era.partition not in self._assigned or era.partition in self._revoked_in_batch:
             log.info("%s: partition %d was revoked while computing era %s; dropped", self.name, era.partition, era.key)
             return []
+        for out in return_value:
+            out.source_partition = era.partition
         return return_value
 
     def _process(self, era: CompleteEra) -> list[Output]:
@@ -198,28 +195,28 @@ class TransactionalStageRunner:
         log.info("%s: era %s (%d chunks) in %.2f s -> %d messages", self.stage, era.key, len(era.chunks), seconds, len(outputs))
         return outputs
 
-    def _commit(self, producer, consumer: Consumer, outputs: list[Output]) -> None:
+    def _commit(self, consumer: Consumer, outputs: list[Output]) -> None:
+        """Outputs and commit-safe offsets in one transaction; aborted: rewind and read again.
+
+        A partition revoked while the batch was in hand (even if assigned again since) has
+        neither its outputs nor its offsets in the commit: its owner reads it again from the
+        committed offset and computes those eras again.
+        """
+        def ours(partition: int | None) -> bool:
+            return partition is None or (partition in self._assigned and partition not in self._revoked_in_batch)
+
         offsets = []
         for partition in self.assembler.partitions():
             safe = self.assembler.safe_offset(partition)
-            if safe is not None and partition in self._assigned:
+            if safe is not None and ours(partition):
                 offsets.append(TopicPartition(self.source_topic, partition, safe))
+        kept = [o for o in outputs if ours(o.source_partition)]
+        if len(kept) < len(outputs):
+            log.info("%s: %d output(s) of revoked partitions left out of the commit", self.name, len(outputs) - len(kept))
         try:
-            producer.begin_transaction()
-            for out in outputs:
-                produce(producer, out)
-            if offsets:
-                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 60)
-            producer.commit_transaction(120)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.fatal():
-                raise
-            log.warning("%s: transaction failed (%s); aborting and rewinding", self.name, error)
-            try:
-                producer.abort_transaction(60)
-            except KafkaException as abort_exc:
-                log.warning("%s: abort failed: %s", self.name, abort_exc)
+            self.transactions.commit(kept, offsets, consumer)
+        except TransactionAborted as exc:
+            log.warning("%s; rewinding to the committed offsets", exc)
             self._rewind(consumer)
 
     def _rewind(self, consumer: Consumer) -> None:
@@ -227,13 +224,7 @@ class TransactionalStageRunner:
         self.assembler.clear()
         self._held.clear()
         partitions = [TopicPartition(self.source_topic, p) for p in sorted(self._assigned)]
-        if not partitions:
-            return
-        for tp in consumer.committed(partitions, timeout=30):
-            if tp.offset >= 0:
-                consumer.seek(tp)
-            else:
-                consumer.seek(TopicPartition(tp.topic, tp.partition, 0))
+        rewind(consumer, partitions, self._should_stop)
 
     # ------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -244,6 +235,8 @@ class TransactionalStageRunner:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = [tp.partition for tp in partitions]
         self._assigned.difference_update(gone)
+        self._revoked_in_batch.update(gone)
+        self._held = [m for m in self._held if m.partition() not in gone]
         self.assembler.drop(gone)
         log.info("%s revoked %s", self.name, sorted(gone))
 
