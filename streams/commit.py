@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from streams import failpoints
+
 log = logging.getLogger(__name__)
 
 StopFlag = Callable[[], bool]
@@ -88,7 +90,9 @@ class Transactions:
         name: str,
         retry: RetryPolicy | None = None,
         should_stop: StopFlag | None = None,
+        failpoint: str | None = None,
     ):
+        self.failpoint = f"{failpoint or name}.in_transaction"  # tests: SIGKILL with the transaction open
         self.make_producer = make_producer
         self.transactional_id = transactional_id
         self.name = name
@@ -180,6 +184,7 @@ class Transactions:
             if offsets:  # 3
                 self._retrying("send offsets", lambda t: producer.send_offsets_to_transaction(
                     offsets, consumer.consumer_group_metadata(), t))
+            failpoints.hit(self.failpoint)
             remaining = producer.flush(self.retry.step_timeout_s)  # 4
             if remaining:
                 raise TransactionAborted(f"{remaining} message(s) still undelivered after {self.retry.step_timeout_s:.0f} s")
@@ -277,11 +282,13 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def transactions_for(settings: Any, transactional_id: str, name: str, should_stop: StopFlag | None = None) -> Transactions:
+def transactions_for(
+    settings: Any, transactional_id: str, name: str, should_stop: StopFlag | None = None, failpoint: str | None = None
+) -> Transactions:
     """Transactions whose producers come from streams.kafka with these settings."""
     from streams import kafka
 
     def make(tid: str, error_cb: Callable[[KafkaError], None]) -> Producer:
         return kafka.producer(settings, transactional_id=tid, error_cb=error_cb)
 
-    return Transactions(make, transactional_id, name, should_stop=should_stop)
+    return Transactions(make, transactional_id, name, should_stop=should_stop, failpoint=failpoint)

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
-from streams import failpoints, kafka
-from streams.runner import Output, produce
+from streams import kafka
+from streams.commit import BrokerUnavailable, Output, TransactionAborted, Transactions, transactions_for
 from streams.settings import Settings
 from streams.topic_reader import TP, BoundedRead, committed_offsets, partitions, reader, watermarks
 from streams.topics import PIPELINE_TOPICS, dlq
@@ -262,14 +262,15 @@ class _Replayer:
         consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": name, "enable.partition.eof": True})
         # one transactional.id per replay group: a replay fences any earlier one and aborts the
         # transaction a crashed one left open, so read_committed readers never wait for it
-        producer = kafka.producer(self.settings, transactional_id=f"erastream-{self.group_id}")
-        try:
-            producer.init_transactions(60)
-        except KafkaException as exc:
-            consumer.close()
-            raise ReplayError(f"dlq replay cannot start its transactions: {exc.args[0]}") from exc
-        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         deadline = time.monotonic() + timeout
+        transactions = transactions_for(self.settings, f"erastream-{self.group_id}", "dlq replay",
+                                        should_stop=lambda: time.monotonic() > deadline, failpoint="dlq-replay")
+        try:
+            transactions.producer
+        except BrokerUnavailable as exc:
+            consumer.close()
+            raise ReplayError(f"dlq replay cannot start its transactions: {exc}") from exc
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         try:
             while time.monotonic() < deadline:
                 if self.assigned and self.assigned <= self.done:
@@ -277,12 +278,12 @@ class _Replayer:
                 messages = consumer.consume(num_messages=self.batch_size, timeout=0.5)
                 letters, offsets = self._take(messages)
                 if offsets:
-                    self._commit(producer, consumer, letters, offsets)
+                    self._commit(transactions, consumer, letters, offsets)
             self.report.complete = False
             log.warning("dlq replay: timed out after %.0f s; partitions left: %s", timeout, sorted(self.assigned - self.done))
         finally:
             consumer.close()
-            producer.flush(10)
+            transactions.close()
 
     def _take(self, messages: list[Message]) -> tuple[list[DeadLetter], dict[TP, int]]:
         letters: list[DeadLetter] = []
@@ -308,25 +309,12 @@ class _Replayer:
                 self.done.add(tp)
         return letters, offsets
 
-    def _commit(self, producer, consumer, letters: list[DeadLetter], offsets: dict[TP, int]) -> None:
+    def _commit(self, transactions: Transactions, consumer, letters: list[DeadLetter], offsets: dict[TP, int]) -> None:
         try:
-            producer.begin_transaction()
-            for letter in letters:
-                produce(producer, letter.replay_output())
-            failpoints.hit("dlq-replay.before_commit")
-            producer.send_offsets_to_transaction(
-                [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())], consumer.consumer_group_metadata(), 60)
-            producer.commit_transaction(120)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.fatal():
-                raise ReplayError(f"dlq replay stopped: {error} (did another replay of group {self.group_id} start?); "
-                                  "what was committed before stays replayed once") from exc
-            log.warning("dlq replay: transaction failed (%s); aborting and rereading from the committed offsets", error)
-            try:
-                producer.abort_transaction(60)
-            except KafkaException as abort_exc:
-                log.warning("dlq replay: abort failed: %s", abort_exc)
+            transactions.commit([letter.replay_output() for letter in letters],
+                                [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())], consumer)
+        except TransactionAborted as exc:
+            log.warning("dlq replay: %s; rereading from the committed offsets", exc)
             self._rewind(consumer, set(offsets))
             return
         self.report.letters.extend(letters)

@@ -65,16 +65,15 @@ from pathlib import Path
 from typing import IO, Callable
 
 import pandas as pd
-from confluent_kafka import KafkaException
 
 from schemas.codec import EraChunk, encode_era_chunk
 from stages.durations import fixed_duration
 from stages.era_window import EraBatch, EraWindow, FileEras, SourceRows, apply_plan, plan_poll
 from stages.ingest import BadRow, InputError, read_era_labels, read_sensor_file
-from streams import failpoints, kafka
+from streams import failpoints
+from streams.commit import Output, TransactionAborted, Transactions, transactions_for
 from streams.ingest import SUFFIXES
 from streams.processors import sized_slices
-from streams.runner import Output, produce
 from streams.settings import Settings
 from streams.topics import ERAS_RAW
 
@@ -158,7 +157,7 @@ class DirectoryFollower:
         self.totals = FollowTotals()
         self._seen: dict[str, tuple[int, int]] = {}
         self._warned: set[str] = set()
-        self._producer = None
+        self._transactions: Transactions | None = None
         self._lock: IO | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -179,15 +178,14 @@ class DirectoryFollower:
             handle.write(str(os.getpid()))
             handle.flush()
             self._lock = handle
-        if self._producer is None:
-            producer = kafka.producer(self.settings, transactional_id=self.transactional_id)
-            producer.init_transactions(60)  # fences a predecessor and aborts its open transaction
-            self._producer = producer
+        if self._transactions is None:
+            self._transactions = transactions_for(self.settings, self.transactional_id, "follow")
+            self._transactions.producer  # fences a predecessor and aborts its open transaction
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None
+        if self._transactions is not None:
+            self._transactions.close()
+            self._transactions = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -201,13 +199,8 @@ class DirectoryFollower:
             while not should_stop():
                 try:
                     self.poll_once()
-                except KafkaException as exc:
-                    error = exc.args[0]
-                    if error.fatal():
-                        raise
-                    log.warning("publishing failed (%s); the poll is retried", error)
-                    self._producer = None  # a fresh producer aborts whatever is left open
-                    self.open()
+                except TransactionAborted as exc:
+                    log.warning("%s; the poll is retried", exc)  # its pending record stays: the retry is exact
                 deadline = time.monotonic() + self.poll_interval
                 while not should_stop() and time.monotonic() < deadline:
                     time.sleep(min(0.1, self.poll_interval))
@@ -349,26 +342,18 @@ class DirectoryFollower:
 
     def _publish(self, batches: list[EraBatch], report: PollReport) -> dict[str, int]:
         """All batches of a poll in one transaction; chunk counts per era key."""
-        producer = self._producer
         counts: dict[str, int] = {}
-        producer.begin_transaction()
-        try:
-            for batch in batches:
-                chunks = self._chunks(batch)
-                for chunk in chunks:
-                    value = encode_era_chunk(chunk)
-                    produce(producer, Output(ERAS_RAW, batch.key, value))
-                    report.bytes += len(value)
-                counts[batch.key] = len(chunks)
-                report.chunks += len(chunks)
-                report.rows += len(batch.rows)
-            producer.commit_transaction(120)
-        except BaseException:
-            try:
-                producer.abort_transaction(60)
-            except KafkaException as exc:
-                log.warning("abort failed: %s", exc)
-            raise
+        outputs: list[Output] = []
+        for batch in batches:
+            chunks = self._chunks(batch)
+            for chunk in chunks:
+                value = encode_era_chunk(chunk)
+                outputs.append(Output(ERAS_RAW, batch.key, value))
+                report.bytes += len(value)
+            counts[batch.key] = len(chunks)
+            report.chunks += len(chunks)
+            report.rows += len(batch.rows)
+        self._transactions.commit(outputs)
         return counts
 
     def _chunks(self, batch: EraBatch) -> list[EraChunk]:

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 
 from schemas.codec import EraChunk, encode_era_chunk
 from stages.ingest import BadRow, EraSpec, InputError, SensorTable, assign_eras, read_era_labels, read_sensor_file
-from streams import kafka
+from streams.commit import Output, Transactions, transactions_for
 from streams.processors import era_chunks
-from streams.runner import Output, produce
+from streams.slots import transactional_id
 from streams.settings import Settings
 from streams.topics import ERAS_RAW
 
@@ -99,9 +98,14 @@ def publish(
     eras_file: Path | None = None,
     era_length: str = "1D",
     progress: Progress | None = None,
-    producer=None,
+    transactions: Transactions | None = None,
 ) -> IngestReport:
-    """Validate, cut into eras and chunks, and publish in one transaction."""
+    """Validate, cut into eras and chunks, and publish in one transaction.
+
+    The transactional.id is this host's ingest slot, so an ingest killed mid-transaction is
+    fenced (its transaction aborted) by the next one instead of blocking read_committed
+    readers for the transaction timeout. Raises TransactionAborted when nothing was published.
+    """
     started = time.perf_counter()
     report = IngestReport()
     labels = read_era_labels(eras_file) if eras_file else None
@@ -110,12 +114,10 @@ def publish(
     if not planned:
         report.seconds = time.perf_counter() - started
         return report
-    own_producer = producer is None
-    if own_producer:
-        producer = kafka.producer(settings, transactional_id=f"erastream-ingest-{uuid.uuid4().hex[:8]}")
-        producer.init_transactions(60)
-    producer.begin_transaction()
-    try:
+    transactions = transactions or transactions_for(
+        settings, transactional_id(settings.data_dir / "slots", "ingest"), "ingest")
+
+    def outputs() -> Iterator[Output]:
         for i, (spec, frame) in enumerate(planned):
             era_sensors = [s for s in sensors if s in frame.columns]
             columns = ["timestamp", *era_sensors]
@@ -126,17 +128,15 @@ def publish(
             )
             for chunk in era_chunks(frame[columns].reset_index(drop=True), template, "ingest", settings.batch_size):
                 value = encode_era_chunk(chunk)
-                produce(producer, Output(ERAS_RAW, spec.key, value))
+                yield Output(ERAS_RAW, spec.key, value)
                 report.chunks += 1
                 report.bytes += len(value)
             report.rows += len(frame)
             report.eras.append(spec.key)
             if progress:
                 progress("eras", i + 1, len(planned), _rate(report, started))
-        producer.commit_transaction(120)
-    except BaseException:
-        producer.abort_transaction(60)
-        raise
+
+    transactions.commit(outputs())
     report.seconds = time.perf_counter() - started
     return report
 

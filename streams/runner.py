@@ -98,7 +98,7 @@ class TransactionalStageRunner:
                "stats_cb": lambda s: metrics.record_lag(self.stage, _json(s))},
         )
         txn_id = transactional_id(self.settings.data_dir / "slots", self.group_id)
-        self.transactions = transactions_for(self.settings, txn_id, self.name, should_stop)
+        self.transactions = transactions_for(self.settings, txn_id, self.name, should_stop, failpoint=self.stage)
         self.transactions.producer  # fences a dead predecessor with this id and aborts its open transaction
         consumer.subscribe([self.source_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         log.info("%s consuming %s as group %s (transactional.id %s)", self.name, self.source_topic, self.group_id, txn_id)
@@ -111,7 +111,6 @@ class TransactionalStageRunner:
                 if not messages:
                     continue
                 outputs = self._handle(consumer, messages)
-                failpoints.hit(f"{self.stage}.before_commit")
                 self._commit(consumer, outputs)
         finally:
             consumer.close()

@@ -179,7 +179,7 @@ def test_replay_killed_mid_way_neither_loses_nor_repeats(settings, unique):
         f"replay_dead_letters(load_settings(), ['{raw_dlq}'], group_id='{replay_group}', batch_size=1, timeout=60)"
     )
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "DATA_DIR": str(settings.data_dir),
-           "SESSION_TIMEOUT_MS": "6000", "ERASTREAM_FAILPOINTS": "dlq-replay.before_commit=2"}
+           "SESSION_TIMEOUT_MS": "6000", "ERASTREAM_FAILPOINTS": "dlq-replay.in_transaction=2"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
 

@@ -74,7 +74,7 @@ def _assert_stored_once(pipe: PipelineUnderTest, expected: dict[str, pd.Series])
         client.close()
 
 
-@pytest.mark.parametrize("failpoint", ["tsfresh.in_era=2", "tsfresh.before_commit=1"])
+@pytest.mark.parametrize("failpoint", ["tsfresh.in_era=2", "tsfresh.in_transaction=1"])
 def test_tsfresh_worker_killed_mid_era_then_restarted(pipeline, tmp_path, failpoint):
     path = _input(tmp_path, "in")
     for stage in ("preprocess", "rolling", "sink"):
