@@ -163,6 +163,13 @@ class DirectoryFollower:
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
         """Take the directory's lock and start the transactional producer."""
+        self.lock()
+        if self._transactions is None:
+            self._transactions = transactions_for(self.settings, self.transactional_id, "follow")
+            self._transactions.producer  # fences a predecessor and aborts its open transaction
+
+    def lock(self) -> None:
+        """Take the directory's lock (one follower per directory on a host), or raise FollowError."""
         if self._lock is None:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.state_path.with_suffix(".lock"), "a+")
@@ -178,9 +185,6 @@ class DirectoryFollower:
             handle.write(str(os.getpid()))
             handle.flush()
             self._lock = handle
-        if self._transactions is None:
-            self._transactions = transactions_for(self.settings, self.transactional_id, "follow")
-            self._transactions.producer  # fences a predecessor and aborts its open transaction
 
     def close(self) -> None:
         if self._transactions is not None:

@@ -150,26 +150,17 @@ def test_bad_files_are_reported_once_and_retried_only_when_changed(tmp_path):
     assert [name for name, _, _ in again._scan()] == ["bad.csv"]  # content changed: tried again
 
 
-def test_two_followers_cannot_share_a_directory(tmp_path, monkeypatch):
+def test_two_followers_cannot_share_a_directory(tmp_path):
     settings = load_settings(data_dir=tmp_path / "data")
     (tmp_path / "in").mkdir()
-    monkeypatch.setattr(follow_mod.kafka, "producer", lambda *a, **k: _NoProducer())
     first = DirectoryFollower(settings, tmp_path / "in")
-    first.open()
+    first.lock()
     try:
         with pytest.raises(FollowError, match="already followed"):
-            DirectoryFollower(settings, tmp_path / "in").open()
+            DirectoryFollower(settings, tmp_path / "in").lock()
     finally:
         first.close()
-    DirectoryFollower(settings, tmp_path / "in").open()  # free again
-
-
-class _NoProducer:
-    def init_transactions(self, timeout):
-        pass
-
-    def flush(self, timeout):
-        return 0
+    DirectoryFollower(settings, tmp_path / "in").lock()  # free again
 
 
 # ---------------------------------------------------------------- real broker
