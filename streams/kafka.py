@@ -89,7 +89,10 @@ def verify_connection(config: dict[str, str], timeout: float = 15.0) -> None:
                 return
             refused = next((e for e in errors if e.code() in _REFUSALS), None)
             if refused is not None:
-                raise KafkaException(KafkaError(refused.code(), f"{refused.str()} ({_HINTS[refused.code()]})"))
+                who = ""
+                if refused.code() == KafkaError._AUTHENTICATION:
+                    who = f"SASL {config.get('sasl.mechanism', config.get('sasl.mechanisms', '?'))} as {config.get('sasl.username', '?')!r}: "
+                raise KafkaException(KafkaError(refused.code(), f"{refused.str()} ({who}{_HINTS[refused.code()]})"))
     finally:
         probe.flush(0)
 
