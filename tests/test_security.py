@@ -130,6 +130,14 @@ def test_clickhouse_connect_errors_never_show_the_password(url, tmp_path):
     assert err.value.__cause__ is None or "s3cret" not in str(err.value.__cause__)
 
 
+def test_status_names_the_clickhouse_server_without_its_password(monkeypatch, tmp_path):
+    from streams.status import completed_eras
+
+    where, note, counts = completed_eras(_load(monkeypatch, CLICKHOUSE_URL=BAD_URL, DATA_DIR=str(tmp_path)))
+    assert where == "http://u:***@127.0.0.1:1/db" and counts is None
+    assert "cannot reach ClickHouse" in note and "s3cret" not in note
+
+
 def test_clickhouse_password_absent_from_cli_output(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CLICKHOUSE_URL": BAD_URL, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
     for args in (["features", "-o", str(tmp_path / "f.csv")], ["status", "--json"]):
