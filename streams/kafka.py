@@ -44,6 +44,9 @@ _HINTS = {
 }
 _verified: set[tuple[tuple[str, str], ...]] = set()
 _verified_lock = threading.Lock()
+_probe_log = logging.getLogger("erastream.kafka.probe")  # the probe's retries would repeat the client's own
+_probe_log.addHandler(logging.NullHandler())
+_probe_log.propagate = False
 
 
 def _base(settings: Settings) -> dict[str, Any]:
@@ -55,7 +58,7 @@ def _base(settings: Settings) -> dict[str, Any]:
     """
     security = settings.kafka_security_properties()
     config = {**security, "bootstrap.servers": bootstrap_servers(settings)}
-    if config.get("security.protocol", "PLAINTEXT").upper() != "PLAINTEXT":
+    if settings.kafka_client_config or config.get("security.protocol", "PLAINTEXT").upper() != "PLAINTEXT":
         verify_connection(config)
     return {**config, "logger": logging.getLogger("librdkafka")}
 
@@ -63,6 +66,7 @@ def _base(settings: Settings) -> dict[str, Any]:
 def verify_connection(config: dict[str, str], timeout: float = 15.0) -> None:
     """Raise KafkaException when the broker refuses these credentials or this TLS setup.
 
+    Also turns a property librdkafka refuses into an error naming the settings it came from.
     Returns once a metadata request succeeds, or quietly after `timeout` when the broker
     just does not answer (a broker that is down is the caller's usual concern). Successes
     are remembered per process.
@@ -72,10 +76,14 @@ def verify_connection(config: dict[str, str], timeout: float = 15.0) -> None:
         if key in _verified:
             return
     errors: list[KafkaError] = []
-    quiet = logging.getLogger("erastream.kafka.probe")
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
-    probe = Producer({**config, "error_cb": errors.append, "logger": quiet})
+    try:
+        probe = Producer({**config, "error_cb": errors.append, "logger": _probe_log})
+    except KafkaException as exc:  # a property librdkafka does not know, or a value it refuses
+        error = exc.args[0]
+        raise KafkaException(KafkaError(error.code(), (
+            f"invalid Kafka client settings: {error.str()} "
+            "(see KAFKA_CLIENT_CONFIG and the KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_* variables)"
+        ))) from None
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

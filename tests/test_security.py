@@ -92,6 +92,15 @@ def test_client_config_bad_line_names_file_and_line_not_its_text(monkeypatch, tm
     assert "KAFKA_CLIENT_CONFIG" in str(err.value) and "line 2" in str(err.value) and "hunter2" not in str(err.value)
 
 
+def test_unknown_client_property_is_an_error_naming_the_file_setting(monkeypatch, tmp_path):
+    props = tmp_path / "client.properties"
+    props.write_text("no.such.property=1\n")
+    s = _load(monkeypatch, KAFKA_CLIENT_CONFIG=str(props), KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    with pytest.raises(KafkaException) as err:
+        kafka.admin_client(s)
+    assert "no.such.property" in err.value.args[0].str() and "KAFKA_CLIENT_CONFIG" in err.value.args[0].str()
+
+
 def test_passwords_are_secret_in_repr_but_reach_child_processes(monkeypatch, tmp_path):
     key = tmp_path / "client.key"
     key.write_text("k")
