@@ -61,7 +61,7 @@ def connect(url: str | None, path: Path) -> Any:
             raise ClickHouseError(f"cannot open embedded ClickHouse in {path}: {exc}") from exc
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
-        raise ClickHouseError(f"CLICKHOUSE_URL must start with http:// or https://, got {url!r}")
+        raise ClickHouseError(f"CLICKHOUSE_URL must start with http:// or https://, got {redact_url(url)!r}")
     try:
         return clickhouse_connect.get_client(
             host=parsed.hostname or "localhost",
@@ -71,8 +71,36 @@ def connect(url: str | None, path: Path) -> Any:
             database=(parsed.path or "/").strip("/") or "default",
             secure=parsed.scheme == "https",
         )
-    except Exception as exc:
-        raise ClickHouseUnavailable(f"cannot reach ClickHouse at {parsed.hostname}:{parsed.port}: {exc}") from exc
+    except Exception as exc:  # `from None`: the driver's own exception is not shown, only its scrubbed text
+        raise ClickHouseUnavailable(
+            f"cannot reach ClickHouse at {redact_url(url)}: {scrub_password(str(exc), url)}"
+        ) from None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for every message and log line."""
+    try:
+        parsed = urlparse(url)
+        password = parsed.password
+    except ValueError:  # a port that is not a number, say: show no credentials at all
+        return url.rpartition("@")[2] if "@" in url else url
+    if password is None:
+        return url
+    netloc = parsed.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return parsed._replace(netloc=f"{user}:***@{netloc[2]}").geturl()
+
+
+def scrub_password(text: str, url: str) -> str:
+    """`text` without the URL's password, as written or percent-decoded."""
+    try:
+        password = urlparse(url).password
+    except ValueError:
+        password = None
+    if password:
+        for form in {password, unquote(password)}:
+            text = text.replace(form, "***")
+    return text
 
 
 def chdb_locked(path: Path) -> bool:

@@ -251,10 +251,10 @@ def completed_eras(settings: Settings) -> tuple[str, str | None, dict[str, dict[
     preprocess leaves no trace in ClickHouse. With embedded chDB held by a running sink the
     note says so and the counts are None; nothing fails.
     """
-    from stages.clickhouse import ClickHouseError, connect
+    from stages.clickhouse import ClickHouseError, connect, redact_url
 
     url, path = settings.clickhouse_url, Path(settings.clickhouse_path)
-    where = _redact(url) if url else f"embedded chDB {path}"
+    where = redact_url(url) if url else f"embedded chDB {path}"
     if not url:
         if not path.exists():
             return where, f"no embedded ClickHouse data in {path} yet", _no_eras()
@@ -284,15 +284,6 @@ def completed_eras(settings: Settings) -> tuple[str, str | None, dict[str, dict[
 
 def _no_eras() -> dict[str, dict[str, int]]:
     return {"tsfresh": {}, "rolling": {}, "sink": {}}
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{host}{port}{parsed.path}"
 
 
 # ------------------------------------------------------------- rendering

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from pydantic import SecretStr
+
 from streams.settings import Settings
 from streams.topics import STAGE_INPUTS
 
@@ -82,6 +84,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = ",".join(map(str, value))
         elif isinstance(value, Path):
             text = str(value.resolve())
+        elif isinstance(value, SecretStr):  # the child needs the value; this dict is never logged
+            text = value.get_secret_value()
         else:
             text = str(value)
         env[field_name.upper()] = text

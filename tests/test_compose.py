@@ -121,18 +121,22 @@ def yaml_loader():
     return "PyYAML is not installed in this interpreter (and no docker-compose v1 interpreter has it)"
 
 
+#: The passwords the compose files demand (no defaults), as a test's `.env` sets them.
+TEST_PASSWORDS = {"CLICKHOUSE_PASSWORD": "ch-test-pw", "GRAFANA_PASSWORD": "gf-test-pw"}
+
+
 @functools.lru_cache(maxsize=None)
-def empty_env_file() -> str:
-    """An empty env file (Compose v1 refuses /dev/null: "is not a file")."""
+def env_file(**values: str) -> str:
+    """An env file with these values (Compose v1 refuses /dev/null: "is not a file")."""
     fd, path = tempfile.mkstemp(prefix="erastream-compose-", suffix=".env")
-    os.close(fd)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(f"{k}={v}\n" for k, v in values.items()))
     atexit.register(os.unlink, path)
     return path
 
 
-@functools.lru_cache(maxsize=None)
-def merged(combination: str) -> dict:
-    """`compose -f ... config` of one combination, as data (every profile enabled)."""
+def compose_config(combination: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`compose -f ... config` of one combination with only `env` as its .env (every profile enabled)."""
     tool = compose_tool()
     if isinstance(tool, str):
         pytest.skip(tool)
@@ -140,15 +144,25 @@ def merged(combination: str) -> dict:
     files: list[str] = []
     for name in COMBINATIONS[combination]:
         files += ["-f", name]
-    # An empty env file: a developer's .env next to the compose files must not leak in.
-    cmd = [*prefix, *files, "--project-directory", str(ROOT), "--env-file", empty_env_file(), "--profile", "ingest", "config"]
-    loader = yaml_loader()
-    if isinstance(loader, str):
-        if version != "v2":
-            pytest.skip(f"{loader}; Compose v1 prints YAML only")
+    # An env file of the test's own: a developer's .env next to the compose files must not leak in.
+    cmd = [*prefix, *files, "--project-directory", str(ROOT), "--env-file", env_file(**env), "--profile", "ingest", "config"]
+    if isinstance(yaml_loader(), str) and version == "v2":
         cmd.append("--format=json")
-    proc = _run(cmd)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}"
+    return _run(cmd)
+
+
+@functools.lru_cache(maxsize=None)
+def merged(combination: str) -> dict:
+    """`compose -f ... config` of one combination, as data, with the test passwords set."""
+    tool = compose_tool()
+    if isinstance(tool, str):
+        pytest.skip(tool)
+    prefix, version = tool
+    loader = yaml_loader()
+    if isinstance(loader, str) and version != "v2":
+        pytest.skip(f"{loader}; Compose v1 prints YAML only")
+    proc = compose_config(combination, TEST_PASSWORDS)
+    assert proc.returncode == 0, f"{' '.join(proc.args)} failed:\n{proc.stderr}"
     data = json.loads(proc.stdout) if isinstance(loader, str) else loader(proc.stdout)
     assert isinstance(data, dict) and "services" in data, proc.stdout[:500]
     return data
@@ -238,10 +252,57 @@ def test_common_environment(combination):
     for name in (*STAGES, "topics", "ingest"):
         env = env_of(services[name])
         assert env.get("KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
-        assert env.get("CLICKHOUSE_URL") == "http://default:erastream@clickhouse:8123/default", name
+        assert env.get("CLICKHOUSE_URL") == "http://default:ch-test-pw@clickhouse:8123/default", name
+        for key in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
+                    "KAFKA_SSL_CA_LOCATION", "KAFKA_CLIENT_CONFIG"):
+            assert env.get(key) == "", f"{combination}: {name} does not forward {key} (empty: unset)"
         assert env.get("METRICS_PORT") == "9108", name
         for key in ("FEATURE_SET", "N_JOBS", "BATCH_SIZE", "TOPIC_PARTITIONS", "LOG_LEVEL"):
             assert env.get(key), f"{combination}: {name} lacks {key}"
+
+
+def published_ports(service: dict) -> list[tuple[str, str, str]]:
+    """(host ip, host port, container port) of each published port, short or long syntax."""
+    out = []
+    for p in service.get("ports") or []:
+        if isinstance(p, dict):  # Compose v2's long form
+            out.append((str(p.get("host_ip", "")), str(p.get("published", "")), str(p.get("target", ""))))
+        else:
+            parts = str(p).split("/")[0].split(":")
+            parts = [""] * (3 - len(parts)) + parts
+            out.append((parts[0], parts[1], parts[2]))
+    return out
+
+
+@pytest.mark.parametrize("combination", list(COMBINATIONS))
+def test_published_ports_listen_on_localhost_only(combination):
+    services = merged(combination)["services"]
+    published = {name: published_ports(svc) for name, svc in services.items() if svc.get("ports")}
+    assert {"kafka", "clickhouse", "prometheus", "grafana"} <= set(published), published
+    for name, ports in published.items():
+        for host_ip, host_port, target in ports:
+            assert host_ip == "127.0.0.1", f"{combination}: {name} publishes {host_port}:{target} on {host_ip or 'every address'}"
+            assert host_port and target, (name, ports)
+
+
+@pytest.mark.parametrize("missing", sorted(TEST_PASSWORDS))
+def test_compose_refuses_to_start_without_each_password(missing):
+    env = {k: v for k, v in TEST_PASSWORDS.items() if k != missing}
+    proc = compose_config("base", env)
+    assert proc.returncode != 0, f"compose config succeeded without {missing}"
+    assert f"set {missing}" in proc.stderr, proc.stderr
+
+
+def test_no_password_has_a_default_in_the_compose_files():
+    for name in (BASE, OVERRIDE, CLOUD):
+        text = (ROOT / name).read_text()
+        defaults = re.findall(r"\$\{(\w*PASSWORD\w*):-[^}]", text)  # `:-}` (empty: unset) is no password
+        assert not defaults, f"{name}: {defaults} have default values; take them from the environment"
+        assert "erastream@" not in text, f"{name}: a literal password in a URL"
+    example = (ROOT / ".env.example").read_text()
+    for var in TEST_PASSWORDS:
+        assert re.search(rf"^{var}=$", example, re.M), f".env.example lacks an empty {var}="
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
 # ------------------------------------------------------------------ base
@@ -275,7 +336,8 @@ def test_base_clickhouse_and_ingest_profile():
     services = merged("base")["services"]
     ch = services["clickhouse"]
     assert re.match(r"clickhouse/clickhouse-server:2[56]\.", ch["image"]), ch["image"]
-    assert env_of(ch)["CLICKHOUSE_PASSWORD"] == "erastream"
+    assert env_of(ch)["CLICKHOUSE_PASSWORD"] == "ch-test-pw"
+    assert env_of(services["grafana"])["GF_SECURITY_ADMIN_PASSWORD"] == "gf-test-pw"
     assert any("8123" in str(p) for p in ch.get("ports", []))
     ingest = services["ingest"]
     assert ingest.get("profiles") == ["ingest"]

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -89,16 +89,57 @@ def provision(cache: Path | None = None, log: Log = print) -> KafkaRuntime:
     return runtime
 
 
+@dataclass(frozen=True)
+class SaslSslListener:
+    """An extra SASL_SSL listener beside PLAINTEXT, for testing clients' security settings.
+
+    TLS uses a PKCS12 keystore holding the broker's key and certificate. PLAIN users live in
+    the listener's JAAS config; SCRAM-SHA-512 users are written into the cluster metadata
+    when the storage is formatted (KRaft keeps SCRAM credentials there), so they are fixed
+    at the first start of a state directory. The broker-to-broker and controller traffic
+    stays on PLAINTEXT.
+    """
+
+    keystore: Path
+    keystore_password: str
+    plain_users: dict[str, str] = field(default_factory=dict)
+    scram_users: dict[str, str] = field(default_factory=dict)
+
+    def properties(self) -> dict[str, str]:
+        plain = " ".join(f'user_{name}="{pw}"' for name, pw in self.plain_users.items())
+        prefix = "listener.name.sasl_ssl."
+        return {
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512",
+            f"{prefix}plain.sasl.jaas.config": f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain};",
+            f"{prefix}scram-sha-512.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}ssl.keystore.type": "PKCS12",
+            f"{prefix}ssl.keystore.location": str(Path(self.keystore).resolve()),
+            f"{prefix}ssl.keystore.password": self.keystore_password,
+            f"{prefix}ssl.key.password": self.keystore_password,
+        }
+
+    def format_args(self) -> list[str]:
+        args: list[str] = []
+        for name, pw in self.scram_users.items():
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={pw}]"]
+        return args
+
+
 @dataclass
 class BrokerState:
     pid: int
     port: int
     controller_port: int
     started_at: float
+    sasl_ssl_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str | None:
+        return f"127.0.0.1:{self.sasl_ssl_port}" if self.sasl_ssl_port else None
 
 
 def free_port() -> int:
@@ -135,8 +176,16 @@ class LocalBroker:
     same address after a restart.
     """
 
-    def __init__(self, state_dir: Path, runtime: KafkaRuntime | None = None, heap: str = "768m", log: Log = print):
+    def __init__(
+        self,
+        state_dir: Path,
+        runtime: KafkaRuntime | None = None,
+        heap: str = "768m",
+        log: Log = print,
+        sasl_ssl: SaslSslListener | None = None,
+    ):
         self.state_dir = Path(state_dir).resolve()
+        self.sasl_ssl = sasl_ssl
         self._runtime = runtime
         self.heap = heap
         self.log = log
@@ -183,9 +232,12 @@ class LocalBroker:
         previous = self._read_state()
         port = previous.port if previous else free_port()
         cport = previous.controller_port if previous else free_port()
+        sport = None
+        if self.sasl_ssl is not None:
+            sport = previous.sasl_ssl_port if previous and previous.sasl_ssl_port else free_port()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        config = self._write_config(port, cport)
+        config = self._write_config(port, cport, sport)
         if not (self.data_dir / "meta.properties").exists():
             self._format(runtime, config)
         started = time.monotonic()
@@ -195,7 +247,7 @@ class LocalBroker:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=self.state_dir,
             )
-        state = BrokerState(pid=self._child.pid, port=port, controller_port=cport, started_at=time.time())
+        state = BrokerState(pid=self._child.pid, port=port, controller_port=cport, started_at=time.time(), sasl_ssl_port=sport)
         self.state_file.write_text(json.dumps(asdict(state)))
         self._wait_ready(state, started + timeout)
         return state
@@ -234,17 +286,22 @@ class LocalBroker:
             "-cp", runtime.classpath, main, *args,
         ]
 
-    def _write_config(self, port: int, cport: int) -> Path:
+    def _write_config(self, port: int, cport: int, sport: int | None = None) -> Path:
         config = self.state_dir / "server.properties"
+        listeners = f"PLAINTEXT://127.0.0.1:{port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if sport is not None:
+            listeners += f",SASL_SSL://127.0.0.1:{sport}"
+            protocols += ",SASL_SSL:SASL_SSL"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{cport}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "listeners": f"{listeners},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
@@ -259,7 +316,10 @@ class LocalBroker:
             "log.retention.hours": "168",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if sport is not None and self.sasl_ssl is not None:
+            props.update(self.sasl_ssl.properties())
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        config.chmod(0o600)  # it may hold the listener's passwords
         return config
 
     def _format(self, runtime: KafkaRuntime, config: Path) -> None:
@@ -267,7 +327,10 @@ class LocalBroker:
         while cluster_id.startswith("-"):  # the storage tool would read a leading "-" as an option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
-            self._java(runtime, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java(
+                runtime, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                *(self.sasl_ssl.format_args() if self.sasl_ssl else []),
+            ),
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
