@@ -11,6 +11,7 @@ ERA_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 DEAD_LETTERS = Counter("erastream_dead_letters_total", "Messages sent to a dead-letter topic", ["stage"])
+STALLED = Counter("erastream_eras_stalled_total", "Unfinished eras dead-lettered after ERA_STALL_TIMEOUT", ["stage"])
 IN_FLIGHT = Gauge("erastream_eras_in_flight", "Eras buffered but not yet complete", ["stage"])
 CONSUMER_LAG = Gauge("erastream_consumer_lag", "Messages behind the end of the partition", ["stage", "topic", "partition"])
 

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 StopFlag = Callable[[], bool]
 
 
+class EraStalled(RuntimeError):
+    """An era received no chunk for ERA_STALL_TIMEOUT and cannot complete (the dead letters' error type)."""
+
+
 class EraProcessor(Protocol):
     """Turns one whole era into output messages. Raising sends the era to the dead-letter topic."""
 
@@ -108,10 +112,10 @@ class TransactionalStageRunner:
                 self._revoked_in_batch = set()
                 if not messages:
                     messages = consumer.consume(num_messages=64, timeout=self.settings.consumer_poll_timeout_s)
-                if not messages:
-                    continue
-                outputs = self._handle(consumer, messages)
-                self._commit(consumer, outputs)
+                outputs = self._handle(consumer, messages) if messages else []
+                outputs += self._stalled()
+                if messages or outputs:
+                    self._commit(consumer, outputs)
         finally:
             consumer.close()
             self.transactions.close()
@@ -140,10 +144,27 @@ class TransactionalStageRunner:
                 continue
             if self.run_id:
                 chunk.run_id = self.run_id
-            era = self.assembler.add(chunk, partition, offset)
+            era = self.assembler.add(chunk, partition, offset, now=time.monotonic())
             if era is not None:
                 outputs.extend(self._compute_paused(consumer, era))
         metrics.IN_FLIGHT.labels(self.stage).set(self.assembler.in_flight())
+        return outputs
+
+    def _stalled(self) -> list[Output]:
+        """Dead letters for the chunks of eras that stopped receiving chunks; their offsets move on."""
+        outputs: list[Output] = []
+        for era in self.assembler.stalled(time.monotonic(), self.settings.era_stall_timeout_s):
+            if era.partition not in self._assigned:
+                continue
+            log.error("%s: %s; its %d chunk(s) go to %s", self.name, era.reason, len(era.chunks), dlq(self.source_topic))
+            metrics.STALLED.labels(self.stage).inc()
+            metrics.DEAD_LETTERS.labels(self.stage).inc(len(era.chunks))
+            error = EraStalled(era.reason)
+            outputs += [
+                Output(dlq(self.source_topic), era.key, encode_era_chunk(chunk),
+                       error_headers(self.stage, error, self.source_topic, era.partition, offset), source_partition=era.partition)
+                for chunk, offset in zip(era.chunks, era.offsets)
+            ]
         return outputs
 
     def _compute_paused(self, consumer: Consumer, era: CompleteEra) -> list[Output]:
