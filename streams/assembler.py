@@ -124,7 +124,7 @@ class EraAssembler:
                 order = sorted(pending.chunks)
                 out.append(StalledEra(
                     key, partition, [pending.chunks[i] for i in order], [pending.offsets[i] for i in order],
-                    f"era {key} stalled: no chunk for {idle:.0f} s (ERA_STALL_TIMEOUT={timeout:g} s) and "
+                    f"era {key} stalled: no chunk for {idle:.0f} s (ERA_STALL_TIMEOUT_S={timeout:g}) and "
                     f"{pending.why_incomplete()}",
                 ))
         return out

@@ -17,6 +17,7 @@ that is fully consumed shows an offset lag of 1 but a lag of 0.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +46,9 @@ class StageSpec:
     group_id: str
     topics: tuple[str, ...]
     envelope: str  # era_chunk | feature_batch
+
+
+STALLED_AFTER_S = 60.0  # an unfinished era whose newest chunk is older than this is shown as stalled
 
 
 def default_stages() -> list[StageSpec]:
@@ -84,6 +88,9 @@ class StageStatus:
     partitions: list[PartitionStatus] = field(default_factory=list)
     eras_in_flight: int = 0
     in_flight_cut: bool = False
+    #: eras in flight without their last chunk whose newest chunk is older than STALLED_AFTER_S:
+    #: key -> seconds since that chunk (the stage dead-letters them after ERA_STALL_TIMEOUT)
+    eras_stalled: dict[str, float] = field(default_factory=dict)
     undecodable: int = 0  # waiting messages that are not envelopes (dead letters to be)
     eras_completed: dict[str, int] | None = None  # run id -> eras; None: not recorded in ClickHouse
     missing_topics: list[str] = field(default_factory=list)
@@ -192,6 +199,8 @@ def _fill_lag(status: StageStatus, spec: StageSpec, admin, consumer, scan_limit:
         spans[tp] = (max(start, low), high)
     decode = DECODERS[spec.envelope]
     eras: set[tuple[str, str]] = set()
+    newest: dict[tuple[str, str], int] = {}  # era -> newest chunk's timestamp (ms)
+    finished: set[tuple[str, str]] = set()
     read = BoundedRead(consumer, spans, max_messages=scan_limit, max_bytes=scan_bytes, timeout=timeout)
     for msg in read:
         try:
@@ -199,8 +208,12 @@ def _fill_lag(status: StageStatus, spec: StageSpec, admin, consumer, scan_limit:
         except MessageDecodeError:
             status.undecodable += 1
             continue
+        era = (envelope.run_id, envelope.era_key)
         if envelope.chunk_index == 0:
-            eras.add((envelope.run_id, envelope.era_key))
+            eras.add(era)
+        newest[era] = max(newest.get(era, 0), msg.timestamp()[1])
+        if envelope.last:
+            finished.add(era)
     for tp in tps:
         low, high = marks[tp]
         start = spans[tp][0]
@@ -209,6 +222,11 @@ def _fill_lag(status: StageStatus, spec: StageSpec, admin, consumer, scan_limit:
             cut=tp in read.cut or tp in read.unfinished,
         ))
     status.eras_in_flight = len(eras)
+    now_ms = time.time() * 1000
+    status.eras_stalled = {
+        key: round((now_ms - newest[(run, key)]) / 1000, 1) for run, key in sorted(eras - finished)
+        if now_ms - newest[(run, key)] > STALLED_AFTER_S * 1000
+    }
     status.in_flight_cut = bool(read.cut or read.unfinished)
 
 
@@ -304,8 +322,13 @@ def render(report: StatusReport, console) -> None:
         else:
             completed = ", ".join(f"{run}: {n}" for run, n in s.eras_completed.items()) or "0"
         lag = _n(s.lag, s.lag_cut) + (f" ({s.undecodable} undecodable)" if s.undecodable else "")
-        stages.add_row(s.name, s.group_id, s.state, str(len(s.members)), lag, _n(s.eras_in_flight, s.in_flight_cut), completed)
+        in_flight = _n(s.eras_in_flight, s.in_flight_cut) + (f" ({len(s.eras_stalled)} stalled)" if s.eras_stalled else "")
+        stages.add_row(s.name, s.group_id, s.state, str(len(s.members)), lag, in_flight, completed)
     console.print(stages)
+    for s in report.stages:
+        for key, age in s.eras_stalled.items():
+            console.print(f"[yellow]{s.name}: era {key} stalled: no new chunk for {age:,.0f} s "
+                          f"(dead-lettered after ERA_STALL_TIMEOUT_S)[/yellow]")
 
     members = Table(title="group members")
     for col in ("stage", "client id", "host", "partitions"):
