@@ -143,6 +143,6 @@ def producer(settings: Settings, transactional_id: str | None = None, **extra: A
     }
     if transactional_id:
         config["transactional.id"] = transactional_id
-        config["transaction.timeout.ms"] = 60_000
+        config["transaction.timeout.ms"] = settings.kafka_transaction_timeout_ms
     config.update(extra)
     return Producer(config)

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     consumer_poll_timeout_s: float = Field(1.0, gt=0, description="seconds one poll waits")
     session_timeout_ms: int = Field(45_000, ge=6_000, description="consumer group session timeout")
     max_poll_interval_ms: int = Field(900_000, ge=10_000, description="must exceed the longest era")
+    kafka_transaction_timeout_ms: int = Field(
+        60_000, ge=1_000, description="transaction.timeout.ms of every transactional producer"
+    )
     era_stall_timeout_s: float = Field(
         3600.0, gt=0, description="seconds without a new chunk after which an unfinished era is dead-lettered"
     )

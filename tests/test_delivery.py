@@ -6,6 +6,8 @@ embedded ClickHouse; crashes are real SIGKILLs at chosen lines (streams/failpoin
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from datetime import datetime, timezone
 
@@ -101,17 +103,40 @@ def test_sink_killed_between_insert_and_commit(pipeline, tmp_path):
     _assert_stored_once(pipeline, _expected(path))
 
 
-def test_broker_restart_mid_run(pipeline, tmp_path, kafka_broker):
-    path = _input(tmp_path, "in", days=5)
-    pipeline.start_all()
-    report = pipeline.ingest(path)
-    time.sleep(1.0)
-    kafka_broker.stop()
-    time.sleep(2.0)
-    kafka_broker.start()
-    pipeline.wait_stored(report.eras, timeout=240)
-    pipeline.stop()
-    _assert_stored_once(pipeline, _expected(path))
+def _freeze(broker, seconds: float) -> None:
+    """SIGSTOP the broker process (it answers nothing, keeps its sockets open), then SIGCONT it."""
+    pid = broker.status().pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("fault", ["stop", "kill", "freeze"])
+def test_broker_fault_mid_run(settings, tmp_path, unique, kafka_broker, fault):
+    """The broker stopped, SIGKILLed, or frozen with SIGSTOP for longer than the session (6 s) and
+    transaction (10 s) timeouts, while eras are on their way: every era stored once, clean values."""
+    cfg = settings.model_copy(update={
+        "run_id": f"run-{unique}", "batch_size": 60, "session_timeout_ms": 6_000, "kafka_transaction_timeout_ms": 10_000,
+    })
+    pipe = PipelineUnderTest(cfg)
+    try:
+        path = _input(tmp_path, "in", days=5)
+        pipe.start_all()
+        report = pipe.ingest(path)
+        time.sleep(1.0)
+        if fault == "freeze":
+            _freeze(kafka_broker, 15.0)
+        else:
+            kafka_broker.stop() if fault == "stop" else kafka_broker.kill()
+            time.sleep(2.0)
+            kafka_broker.start()
+        pipe.wait_stored(report.eras, timeout=240)
+        pipe.stop()
+        _assert_stored_once(pipe, _expected(path))
+    finally:
+        pipe.close()
 
 
 def test_clickhouse_unreachable_for_a_while(pipeline, tmp_path):
