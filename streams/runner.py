@@ -22,7 +22,8 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from schemas.codec import MessageDecodeError, decode_era_chunk, encode_era_chunk
 from streams import failpoints, kafka, metrics
-from streams.assembler import CompleteEra, EraAssembler
+from streams.assembler import CompleteEra, EraAssembler, StalledEra
+from streams.attempts import AttemptLedger
 from streams.commit import Output, TransactionAborted, Transactions, rewind, transactions_for
 from streams.slots import transactional_id
 from streams.settings import Settings
@@ -34,7 +35,11 @@ StopFlag = Callable[[], bool]
 
 
 class EraStalled(RuntimeError):
-    """An era received no chunk for ERA_STALL_TIMEOUT and cannot complete (the dead letters' error type)."""
+    """An era received no chunk for ERA_STALL_TIMEOUT_S and cannot complete (the dead letters' error type)."""
+
+
+class EraCrashedWorker(RuntimeError):
+    """An era whose compute ended its worker ERA_MAX_ATTEMPTS times (the dead letters' error type)."""
 
 
 class EraProcessor(Protocol):
@@ -90,6 +95,8 @@ class TransactionalStageRunner:
         self._assigned: set[int] = set()
         self._held: list[Message] = []
         self._revoked_in_batch: set[int] = set()  # partitions revoked since this batch began
+        self.attempts = AttemptLedger(settings.data_dir / "attempts", self.group_id)
+        self._attempted: list[str] = []  # eras whose compute this batch started
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-compute")
 
     # ------------------------------------------------------------------ loop
@@ -145,8 +152,19 @@ class TransactionalStageRunner:
             if self.run_id:
                 chunk.run_id = self.run_id
             era = self.assembler.add(chunk, partition, offset, now=time.monotonic())
-            if era is not None:
-                outputs.extend(self._compute_paused(consumer, era))
+            if era is None:
+                continue
+            attempt = self.attempts.era_id(era.key, era.partition, era.offsets[0])
+            self._attempted.append(attempt)
+            crashes = self.attempts.start(attempt)
+            if crashes >= self.settings.era_max_attempts:
+                reason = (f"era {era.key} was started {crashes} time(s) without finishing: each attempt ended its worker "
+                          f"(killed, out of memory, crashed); ERA_MAX_ATTEMPTS={self.settings.era_max_attempts}")
+                log.error("%s: %s; its chunks go to %s", self.name, reason, dlq(self.source_topic))
+                metrics.POISON.labels(self.stage).inc()
+                outputs.extend(self._era_dead_letters(era, EraCrashedWorker(reason)))
+                continue
+            outputs.extend(self._compute_paused(consumer, era))
         metrics.IN_FLIGHT.labels(self.stage).set(self.assembler.in_flight())
         return outputs
 
@@ -158,14 +176,17 @@ class TransactionalStageRunner:
                 continue
             log.error("%s: %s; its %d chunk(s) go to %s", self.name, era.reason, len(era.chunks), dlq(self.source_topic))
             metrics.STALLED.labels(self.stage).inc()
-            metrics.DEAD_LETTERS.labels(self.stage).inc(len(era.chunks))
-            error = EraStalled(era.reason)
-            outputs += [
-                Output(dlq(self.source_topic), era.key, encode_era_chunk(chunk),
-                       error_headers(self.stage, error, self.source_topic, era.partition, offset), source_partition=era.partition)
-                for chunk, offset in zip(era.chunks, era.offsets)
-            ]
+            outputs += self._era_dead_letters(era, EraStalled(era.reason))
         return outputs
+
+    def _era_dead_letters(self, era: CompleteEra | StalledEra, error: BaseException) -> list[Output]:
+        """Every chunk of an era, as it came, to the source topic's dead-letter twin."""
+        metrics.DEAD_LETTERS.labels(self.stage).inc(len(era.chunks))
+        return [
+            Output(dlq(self.source_topic), era.key, encode_era_chunk(chunk),
+                   error_headers(self.stage, error, self.source_topic, era.partition, offset), source_partition=era.partition)
+            for chunk, offset in zip(era.chunks, era.offsets)
+        ]
 
     def _compute_paused(self, consumer: Consumer, era: CompleteEra) -> list[Output]:
         """Compute in a thread while this one keeps polling with every partition paused.
@@ -203,12 +224,7 @@ class TransactionalStageRunner:
             outputs = self.processor(era)
         except Exception as exc:  # a bad era must not stop the stage
             log.exception("%s failed on era %s; its chunks go to %s", self.stage, era.key, dlq(self.source_topic))
-            metrics.DEAD_LETTERS.labels(self.stage).inc(len(era.chunks))
-            return [
-                Output(dlq(self.source_topic), era.key, encode_era_chunk(chunk),
-                       error_headers(self.stage, exc, self.source_topic, era.partition, offset))
-                for chunk, offset in zip(era.chunks, era.offsets)
-            ]
+            return self._era_dead_letters(era, exc)
         seconds = time.perf_counter() - started
         metrics.ERA_SECONDS.labels(self.stage).observe(seconds)
         metrics.ERAS.labels(self.stage).inc()
@@ -238,6 +254,9 @@ class TransactionalStageRunner:
         except TransactionAborted as exc:
             log.warning("%s; rewinding to the committed offsets", exc)
             self._rewind(consumer)
+        finally:  # committed or aborted, the attempts ended without killing this worker
+            self.attempts.forget(self._attempted)
+            self._attempted = []
 
     def _rewind(self, consumer: Consumer) -> None:
         """Back to the committed offsets: the aborted batch is read and computed again."""

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     kafka_transaction_timeout_ms: int = Field(
         60_000, ge=1_000, description="transaction.timeout.ms of every transactional producer"
     )
+    era_max_attempts: int = Field(
+        3, ge=1, description="an era whose compute ended its worker this many times is dead-lettered"
+    )
     era_stall_timeout_s: float = Field(
         3600.0, gt=0, description="seconds without a new chunk after which an unfinished era is dead-lettered"
     )

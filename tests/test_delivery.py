@@ -263,3 +263,32 @@ def test_an_era_longer_than_the_poll_interval_keeps_its_worker_in_the_group(sett
         assert plain == final > 0
     finally:
         pipe.close()
+
+
+def test_an_era_that_kills_its_worker_repeatedly_is_dead_lettered(pipeline, tmp_path):
+    """Each tsfresh worker is SIGKILLed inside the era's compute; after ERA_MAX_ATTEMPTS (3) deaths the next
+    worker dead-letters the era instead of crash-looping, and the stage goes on."""
+    from tests.test_dead_letters import _ends, _read_from
+
+    path = _input(tmp_path, "in", days=1)
+    dlq_start = _ends(pipeline.settings, ["eras.clean.dlq"])
+    for stage in ("preprocess", "rolling", "sink"):
+        pipeline.start(stage)
+    report = pipeline.ingest(path)
+    for _ in range(3):
+        (doomed,) = pipeline.start("tsfresh", ERASTREAM_FAILPOINTS="tsfresh.in_era=1")
+        assert pipeline.wait_exit(doomed) == -9
+    (survivor,) = pipeline.start("tsfresh")
+    (key,) = report.eras
+    deadline = time.monotonic() + 120
+    letters = []
+    while time.monotonic() < deadline and not letters:
+        letters = [m for m in _read_from(pipeline.settings, dlq_start) if m[3] == key.encode()]
+        time.sleep(0.5)
+    assert letters, pipeline.logs()
+    headers = {k: v.decode() for k, v in letters[0][5]}
+    assert headers["erastream.error_type"] == "EraCrashedWorker" and "started 3 time(s)" in headers["erastream.error"]
+    assert survivor.poll() is None  # the stage goes on
+    pipeline.watcher.poll()
+    stored = set().union(*(run.get(key, set()) for run in pipeline.watcher.done_by_run.values()))
+    assert "tsfresh" not in stored
