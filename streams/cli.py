@@ -345,8 +345,13 @@ def replay(
     new_run_id: Optional[str] = typer.Option(None, "--run-id", help="store results under this new run id (a consumer group of its own); default: overwrite the same run"),
     run_now: bool = typer.Option(True, "--run/--no-run", help="process until caught up with the topic's end as of now (default), or only move the offsets"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="give up processing after this many seconds"),
+    force: bool = typer.Option(False, "--force", help="move the group even past records it has not processed yet (they are then skipped)"),
 ) -> None:
-    """Backfill: move a stage's consumer group to the beginning or a timestamp and reprocess."""
+    """Backfill: move a stage's consumer group to the beginning or a timestamp and reprocess.
+
+    From a timestamp, each partition starts at the first chunk of any era whose chunks span that
+    time. A group is never moved forward past records it has not processed without --force.
+    """
     import time as _time
 
     from streams.replay import CaughtUp, ReplayError, parse_timestamp, plan_replay
@@ -360,7 +365,7 @@ def replay(
     _require_broker(cfg)
     try:
         when = parse_timestamp(from_timestamp) if from_timestamp else None
-        plan = plan_replay(cfg, stage_name, when, new_run_id)
+        plan = plan_replay(cfg, stage_name, when, new_run_id, force=force)
     except ReplayError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
