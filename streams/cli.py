@@ -153,8 +153,12 @@ def stage(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="processes in the stage's consumer group"),
     group: Optional[str] = typer.Option(None, "--group", help="consumer group (default erastream.<stage>)"),
 ) -> None:
-    """Run one stage as a long-lived consumer until SIGTERM/Ctrl-C."""
-    from streams.workers import STAGES, run_stage, spawn_stage, supervise
+    """Run one stage as a long-lived consumer until SIGTERM/Ctrl-C.
+
+    With --workers N (N > 1) the command supervises N child processes in one consumer group and
+    restarts one that dies (1 s, 2 s, 4 s ... up to 60 s between deaths in a row).
+    """
+    from streams.workers import STAGES, run_stage, spawn_worker, supervise
 
     if name not in STAGES:
         console.print(f"[red]error:[/red] unknown stage {name!r}; stages: {', '.join(STAGES)}")
@@ -168,7 +172,8 @@ def stage(
     if workers == 1:
         run_stage(cfg, name, group_id=group)
         return
-    raise typer.Exit(supervise(spawn_stage(cfg, name, workers, group_id=group)))
+    # each worker is a child process; one that dies is restarted with backoff until SIGTERM/Ctrl-C
+    raise typer.Exit(supervise(lambda i: spawn_worker(cfg, name, i, group_id=group), workers))
 
 
 def _require_broker(cfg: Settings) -> str:
@@ -276,14 +281,20 @@ def run(
     preprocess_workers: int = typer.Option(1, "--preprocess-workers", min=1, help="preprocess stage processes"),
     rolling_workers: int = typer.Option(1, "--rolling-workers", min=1, help="rolling stage processes"),
 ) -> None:
-    """All-in-one local job: broker, topics, every stage as a process, ingest, wait, summary."""
+    """All-in-one local job: broker, topics, every stage as a process, ingest, wait, summary.
+
+    Ends once every era is stored or dead-lettered. Exit codes: 0 all stored; 3 some eras were
+    dead-lettered (listed with their errors; see `erastream dlq list`); 1 a stage died, the input
+    was bad or --timeout passed; 130 Ctrl-C (SIGINT), 143 SIGTERM, after stopping the stages and
+    the broker the run started.
+    """
     from stages.ingest import InputError
-    from streams.local_run import RunFailed, run_local
+    from streams.local_run import RunFailed, RunInterrupted, interruptible, run_local
 
     cfg = settings()
     _logging(cfg)
     try:
-        with _progress() as progress:
+        with interruptible(), _progress() as progress:
             tasks: dict[str, int] = {}
 
             def on_progress(what: str, done: int, total: int, detail: str = "") -> None:
@@ -294,11 +305,19 @@ def run(
 
             workers = {"tsfresh": tsfresh_workers, "preprocess": preprocess_workers, "rolling": rolling_workers}
             summary = run_local(cfg, input, eras, era_length, timeout=timeout, on_progress=on_progress, workers=workers)
+    except RunInterrupted as exc:
+        console.print(f"[yellow]interrupted ({exc}): stages stopped[/yellow]")
+        raise typer.Exit(128 + exc.signum) from None
     except (InputError, RunFailed) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     _print_ingest(summary.ingest)
     _print_summary(summary, cfg)
+    if summary.failed:
+        console.print(f"[red]{len(summary.failed)} era(s) dead-lettered, not stored:[/red]")
+        for dead in summary.failed.values():
+            console.print(f"  {dead.era_key}: {dead.stage} -> {dead.topic}: {dead.error}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
 
 
 def _print_summary(summary, cfg: Settings) -> None:
@@ -326,8 +345,13 @@ def replay(
     new_run_id: Optional[str] = typer.Option(None, "--run-id", help="store results under this new run id (a consumer group of its own); default: overwrite the same run"),
     run_now: bool = typer.Option(True, "--run/--no-run", help="process until caught up with the topic's end as of now (default), or only move the offsets"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="give up processing after this many seconds"),
+    force: bool = typer.Option(False, "--force", help="move the group even past records it has not processed yet (they are then skipped)"),
 ) -> None:
-    """Backfill: move a stage's consumer group to the beginning or a timestamp and reprocess."""
+    """Backfill: move a stage's consumer group to the beginning or a timestamp and reprocess.
+
+    From a timestamp, each partition starts at the first chunk of any era whose chunks span that
+    time. A group is never moved forward past records it has not processed without --force.
+    """
     import time as _time
 
     from streams.replay import CaughtUp, ReplayError, parse_timestamp, plan_replay
@@ -341,7 +365,7 @@ def replay(
     _require_broker(cfg)
     try:
         when = parse_timestamp(from_timestamp) if from_timestamp else None
-        plan = plan_replay(cfg, stage_name, when, new_run_id)
+        plan = plan_replay(cfg, stage_name, when, new_run_id, force=force)
     except ReplayError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

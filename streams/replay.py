@@ -6,6 +6,12 @@ reprocesses; results overwrite the same run id in ClickHouse, never duplicating.
 With a new run id a fresh group `erastream.<stage>.replay.<run id>` starts at the
 chosen offsets and its outputs are re-stamped with the new run id, so downstream
 stages and the sink store them beside the original run.
+
+Two guards keep a replay from losing work. A group that already committed offsets is never
+moved forward past records it has not processed yet unless forced (a --from-timestamp later
+than where the group stands would skip them). And a start found by time is moved back, per
+partition, to the first chunk of every era that spans it: stages skip an era's chunks when they
+did not see its first one, so a replay starting mid-era would silently leave that era out.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from datetime import datetime, timezone
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from schemas.codec import MessageDecodeError, decode_era_chunk, decode_feature_batch
 from streams import kafka
 from streams.settings import Settings
-from streams.topic_reader import partitions, watermarks
-from streams.topics import STAGE_INPUTS, stage_group
+from streams.topic_reader import TP, BoundedRead, committed_offsets, partitions, reader, watermarks
+from streams.topics import ERAS_CLEAN, ERAS_RAW, STAGE_INPUTS, stage_group
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +62,20 @@ def parse_timestamp(text: str) -> datetime:
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts
 
 
+#: Offsets read per step when walking back from a time's offset to the first chunks of its eras.
+WALK_BACK_WINDOW = 200
+
+
 def plan_replay(
-    settings: Settings, stage: str, from_timestamp: datetime | None = None, run_id: str | None = None
+    settings: Settings, stage: str, from_timestamp: datetime | None = None, run_id: str | None = None,
+    force: bool = False,
 ) -> ReplayPlan:
-    """Commit the chosen start offsets for the replay's group; from the beginning when no timestamp."""
+    """Commit the chosen start offsets for the replay's group; from the beginning when no timestamp.
+
+    From a timestamp, each partition starts at the first chunk of any era whose chunks span
+    it. Refuses (ReplayError) to move a group that has committed offsets forward past records
+    it has not processed, unless `force`.
+    """
     if stage not in STAGE_INPUTS:
         raise ReplayError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_INPUTS)}")
     group = replay_group(stage, run_id)
@@ -80,6 +97,16 @@ def plan_replay(
                 TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else end[(tp.topic, tp.partition)])
                 for tp in found
             ]
+            start = era_starts(settings, {(tp.topic, tp.partition): tp.offset for tp in start},
+                               {tp: low for tp, (low, _) in marks.items()})
+        skipped = unprocessed_skipped(settings, group, start, {tp: low for tp, (low, _) in marks.items()})
+        if skipped:
+            where = ", ".join(f"{t}[{p}] ({n})" for (t, p), n in sorted(skipped.items()))
+            message = (f"moving group {group} to the chosen start would skip {sum(skipped.values())} unprocessed "
+                       f"message(s) on partitions {where}")
+            if not force:
+                raise ReplayError(f"{message}; let the stage catch up first, or --force to do it anyway")
+            log.warning("%s (--force)", message)
         try:
             consumer.commit(offsets=start, asynchronous=False)
         except KafkaException as exc:
@@ -90,6 +117,90 @@ def plan_replay(
     log.info("replay %s: group %s moved to %s (%d messages to reprocess)", stage, group,
              {f"{tp.topic}[{tp.partition}]": tp.offset for tp in start}, plan.messages)
     return plan
+
+
+def era_starts(settings: Settings, start: dict[TP, int], low: dict[TP, int]) -> list[TopicPartition]:
+    """Move each start back to the first chunk (chunk_index 0) of every era that spans it.
+
+    Walking back from the start, the first chunk met of each era (per run id and era key)
+    decides: not `last` means the era goes on at or after the start, so it spans it and its
+    chunk 0 is searched further back; `last` means it finished before. The walk stops once no
+    spanning era still misses its chunk 0 (or at the low watermark, when retention took it).
+    """
+    out: list[TopicPartition] = []
+    consumer = reader(settings)
+    try:
+        for tp, offset in start.items():
+            out.append(TopicPartition(tp[0], tp[1], _walk_back(consumer, tp, offset, low.get(tp, 0))))
+    finally:
+        consumer.close()
+    return out
+
+
+def _walk_back(consumer: Consumer, tp: TP, start: int, low: int) -> int:
+    decided: set[tuple[str, str]] = set()
+    pending: set[tuple[str, str]] = set()
+    first = start
+    pos = start
+    seen_any = False
+    while pos > low and (pending or not seen_any):
+        window_start = max(low, pos - WALK_BACK_WINDOW)
+        messages = list(BoundedRead(consumer, {tp: (window_start, pos)}, timeout=30))
+        pos = window_start
+        for msg in reversed(messages):
+            head = _envelope(tp[0], msg.value())
+            if head is None:
+                continue  # undecodable: the stage dead-letters it wherever it starts
+            seen_any = True
+            era, chunk_index, last = head
+            if era not in decided:
+                decided.add(era)
+                if not last:
+                    pending.add(era)
+            if era in pending and chunk_index == 0:
+                pending.discard(era)
+                first = min(first, msg.offset())
+    if first < start:
+        log.info("replay: %s[%d] starts at %d, the first chunk of an era spanning offset %d", tp[0], tp[1], first, start)
+    return first
+
+
+def _envelope(topic: str, value: bytes | None) -> tuple[tuple[str, str], int, bool] | None:
+    """((run id, era key), chunk index, last) of an era chunk or feature batch; None if undecodable."""
+    decode = decode_era_chunk if topic in (ERAS_RAW, ERAS_CLEAN) else decode_feature_batch
+    try:
+        msg = decode(value)
+    except MessageDecodeError:
+        return None
+    return (msg.run_id, msg.era_key), msg.chunk_index, msg.last
+
+
+def unprocessed_skipped(settings: Settings, group: str, start: list[TopicPartition], low: dict[TP, int]) -> dict[TP, int]:
+    """Per partition, the records between the group's committed offset and a later start.
+
+    A group with no committed offset anywhere is new: it skips nothing it ever had. A partition
+    it never committed reads from the low watermark (auto.offset.reset=earliest). Records are
+    counted with a read_committed reader, so transaction markers between them do not count.
+    """
+    committed = committed_offsets(kafka.admin_client(settings), group, [(tp.topic, tp.partition) for tp in start], timeout=30)
+    if all(o is None for o in committed.values()):
+        return {}
+    spans = {}
+    for tp in start:
+        key = (tp.topic, tp.partition)
+        at = committed[key] if committed[key] is not None else low.get(key, 0)
+        if tp.offset > at:
+            spans[key] = (at, tp.offset)
+    if not spans:
+        return {}
+    consumer = reader(settings)
+    try:
+        read = BoundedRead(consumer, spans, timeout=60)
+        for _ in read:
+            pass
+    finally:
+        consumer.close()
+    return {tp: n for tp, n in read.counts.items() if n}
 
 
 def _require_empty(settings: Settings, group: str) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -101,25 +102,35 @@ def spawn_stage(
     extra_env: dict[str, str] | None = None,
 ) -> list[subprocess.Popen]:
     """Start `workers` child processes of one stage; logs go to log_dir/<stage>-<i>.log when given."""
+    return [spawn_worker(settings, name, i, log_dir, group_id, extra_env) for i in range(workers)]
+
+
+def spawn_worker(
+    settings: Settings,
+    name: str,
+    index: int,
+    log_dir: Path | None = None,
+    group_id: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start worker number `index` of a stage (its metrics port and log file follow the index)."""
     env = {**os.environ, **settings_env(settings), **(extra_env or {})}
     for var in BLAS_THREAD_VARS:
         env.setdefault(var, "1")
-    procs = []
-    for i in range(workers):
-        if settings.metrics_port:  # one /metrics port per worker process
-            env["METRICS_PORT"] = str(settings.metrics_port + i)
-        cmd = [sys.executable, "-m", "streams.cli", "stage", name, "--workers", "1"]
-        if group_id:
-            cmd += ["--group", group_id]
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(log_dir / f"{name}-{i}.log", "ab")
-        else:
-            out = None
-        procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL))
+    if settings.metrics_port:  # one /metrics port per worker process
+        env["METRICS_PORT"] = str(settings.metrics_port + index)
+    cmd = [sys.executable, "-m", "streams.cli", "stage", name, "--workers", "1"]
+    if group_id:
+        cmd += ["--group", group_id]
+    out = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(log_dir / f"{name}-{index}.log", "ab")
+    try:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL)
+    finally:
         if out is not None:
             out.close()
-    return procs
 
 
 def stop_processes(procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
@@ -138,14 +149,69 @@ def stop_processes(procs: list[subprocess.Popen], timeout: float = 30.0) -> None
             proc.wait(timeout=10)
 
 
-def supervise(procs: list[subprocess.Popen]) -> int:
-    """Wait for children, passing SIGTERM/SIGINT on; returns the worst exit code."""
-    def forward(signum, frame):  # noqa: ARG001
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+def restart_delay(failures: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Seconds to wait before restarting a worker after `failures` deaths in a row (1, 2, 4, ... cap)."""
+    return min(cap, base * 2 ** max(failures - 1, 0))
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [proc.wait() for proc in procs]
+
+@dataclass
+class _Slot:
+    proc: subprocess.Popen
+    started: float
+    failures: int = 0  # deaths in a row; reset once a worker outlived STABLE_S
+    restart_at: float | None = None  # dead, waiting for its backoff
+
+
+def supervise(
+    start: Callable[[int], subprocess.Popen],
+    workers: int,
+    base_delay: float = 1.0,
+    max_delay: float = 60.0,
+    stable_s: float = 60.0,
+    tick: float = 0.2,
+) -> int:
+    """Run `workers` children made by start(i), restarting one that dies until SIGTERM/SIGINT.
+
+    A child that exits non-zero or by a signal, without having been asked to stop, is started
+    again after restart_delay() (doubling per death in a row, capped; a child that ran for
+    stable_s starts the count afresh). A child that exits 0 by itself is left stopped. On
+    SIGTERM/SIGINT every child gets SIGTERM, nothing is restarted any more, and the result is
+    the worst exit code of the children (0 when all stopped cleanly).
+    """
+    stopping = False
+    slots = [_Slot(start(i), time.monotonic()) for i in range(workers)]
+
+    def stop(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+        for slot in slots:
+            if slot.proc.poll() is None:
+                slot.proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stopping:
+            now = time.monotonic()
+            for i, slot in enumerate(slots):
+                if slot.restart_at is not None:
+                    if now >= slot.restart_at and not stopping:
+                        slot.proc, slot.started, slot.restart_at = start(i), now, None
+                        log.info("worker %d restarted as pid %d", i, slot.proc.pid)
+                    continue
+                code = slot.proc.poll()
+                if code is None or code == 0:
+                    continue
+                slot.failures = 1 if now - slot.started >= stable_s else slot.failures + 1
+                delay = restart_delay(slot.failures, base_delay, max_delay)
+                how = f"signal {-code}" if code < 0 else f"code {code}"
+                log.warning("worker %d (pid %d) died with %s; restarting in %.1f s (death %d in a row)",
+                            i, slot.proc.pid, how, delay, slot.failures)
+                slot.restart_at = now + delay
+            if all(s.restart_at is None and s.proc.poll() == 0 for s in slots):
+                break  # every child finished by itself
+            time.sleep(tick)
+        codes = [slot.proc.wait() for slot in slots]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return max((abs(c) for c in codes), default=0)
