@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import time
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,9 +143,18 @@ def _statements(text: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+ERA_COLUMNS = [
+    "compartment_id", "era_id", "run_id", "feature_set", "era_start", "era_end", "rows", "sensors",
+    "tsfresh_chunks", "rolling_chunks", "tsfresh_at", "rolling_at", "stored_at",
+]
+
+
 @dataclass
 class EraRecord:
-    """What the sink knows of one era; merged with the stored row before each write."""
+    """What one write knows of one era: the chunks it stored of one source (chunk_index -> feature rows).
+
+    Records are only inserted; the eras table folds them (see infra/clickhouse/003_eras.sql).
+    """
 
     compartment_id: str
     era_id: str
@@ -159,6 +168,32 @@ class EraRecord:
     rolling_features: int = 0
     tsfresh_at: pd.Timestamp | None = None
     rolling_at: pd.Timestamp | None = None
+    tsfresh_chunks: dict[int, int] | None = None
+    rolling_chunks: dict[int, int] | None = None
+
+
+def era_frame(records: list[EraRecord]) -> pd.DataFrame:
+    """eras rows for insert; a record without chunk maps stores its feature counts as chunk 0."""
+    def chunks(given: dict[int, int] | None, total: int) -> tuple[list[int], list[int]]:
+        items = sorted((given if given is not None else ({0: total} if total else {})).items())
+        return ([int(k) for k, _ in items], [int(v) for _, v in items])
+
+    now = pd.Timestamp.now(tz="UTC")
+    return pd.DataFrame({
+        "compartment_id": [r.compartment_id for r in records],
+        "era_id": [r.era_id for r in records],
+        "run_id": [r.run_id for r in records],
+        "feature_set": [r.feature_set for r in records],
+        "era_start": [_utc(r.era_start) for r in records],
+        "era_end": [_utc(r.era_end) for r in records],
+        "rows": np.array([r.rows for r in records], dtype="uint64"),
+        "sensors": [list(r.sensors) for r in records],
+        "tsfresh_chunks": [chunks(r.tsfresh_chunks, r.tsfresh_features) for r in records],
+        "rolling_chunks": [chunks(r.rolling_chunks, r.rolling_features) for r in records],
+        "tsfresh_at": [_utc(r.tsfresh_at) for r in records],
+        "rolling_at": [_utc(r.rolling_at) for r in records],
+        "stored_at": [now] * len(records),
+    })
 
 
 class ClickHouseWriter:
@@ -166,6 +201,7 @@ class ClickHouseWriter:
 
     def __init__(self, client: Any):
         self.client = client
+        self._types: dict[str, dict[str, str]] = {}
 
     def write_features(self, frame: pd.DataFrame, token: str) -> None:
         self._insert("era_features", frame[FEATURE_COLUMNS], token)
@@ -173,39 +209,27 @@ class ClickHouseWriter:
     def write_rolling(self, frame: pd.DataFrame, token: str) -> None:
         self._insert("rolling_features", frame[ROLLING_COLUMNS], token)
 
+    def write_eras(self, records: list[EraRecord], token: str) -> None:
+        """One insert for many era records; nothing is read back (the table folds them)."""
+        if records:
+            self._insert("eras", era_frame(records)[ERA_COLUMNS], token)
+
     def upsert_era(self, record: EraRecord) -> None:
-        """Merge with the stored row: each source reports separately, the row carries both."""
-        stored = self.client.query_df(
-            "SELECT tsfresh_features, rolling_features, tsfresh_at, rolling_at FROM eras FINAL "
-            "WHERE compartment_id = {c:String} AND era_id = {e:String} AND run_id = {r:String}",
-            parameters={"c": record.compartment_id, "e": record.era_id, "r": record.run_id},
-        )
-        if len(stored):
-            row = stored.iloc[0]
-            record.tsfresh_features = record.tsfresh_features or int(row["tsfresh_features"])
-            record.rolling_features = record.rolling_features or int(row["rolling_features"])
-            record.tsfresh_at = record.tsfresh_at if record.tsfresh_at is not None else _ts_or_none(row["tsfresh_at"])
-            record.rolling_at = record.rolling_at if record.rolling_at is not None else _ts_or_none(row["rolling_at"])
-        now = pd.Timestamp.now(tz="UTC")
-        frame = pd.DataFrame(
-            {
-                "compartment_id": [record.compartment_id],
-                "era_id": [record.era_id],
-                "run_id": [record.run_id],
-                "feature_set": [record.feature_set],
-                "era_start": [_utc(record.era_start)],
-                "era_end": [_utc(record.era_end)],
-                "rows": np.array([record.rows], dtype="uint64"),
-                "sensors": [list(record.sensors)],
-                "tsfresh_features": np.array([record.tsfresh_features], dtype="uint32"),
-                "rolling_features": np.array([record.rolling_features], dtype="uint32"),
-                "tsfresh_at": [_utc(record.tsfresh_at)],
-                "rolling_at": [_utc(record.rolling_at)],
-                "stored_at": [now],
-                "version": np.array([time.time_ns() // 1000], dtype="uint64"),
-            }
-        )
-        self.client.insert_df("eras", frame)
+        """One record, inserted; the eras table merges it with the era's other records."""
+        frame = era_frame([record])[ERA_COLUMNS]
+        try:
+            self.client.insert_df("eras", frame)
+        except Exception as exc:
+            raise classify_error(exc) from exc
+
+    def _plain_types(self, table: str, columns: list[str]) -> list[str]:
+        """The table's column types with LowCardinality dropped: the server builds those dictionaries
+        natively on insert; clickhouse-connect building them in Python cost 2/3 of a batch insert."""
+        if table not in self._types:
+            rows = self.client.query(f"SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                                     f"AND table = '{table}'").result_rows
+            self._types[table] = {name: _RE_LC.sub(r"\1", kind) for name, kind in rows}
+        return [self._types[table][c] for c in columns]
 
     def write_selection(self, table: pd.DataFrame, selection_id: str, run_id: str, eras: int) -> None:
         frame = table[["feature", "variance", "kept", "reason", "partner"]].copy()
@@ -219,17 +243,55 @@ class ClickHouseWriter:
         if frame.empty:
             return
         try:
-            self.client.insert_df(table, frame, settings={"insert_deduplication_token": token})
+            self.client.insert_df(table, frame, column_type_names=self._plain_types(table, list(frame.columns)),
+                                  settings={"insert_deduplication_token": token})
         except Exception as exc:
             raise classify_error(exc) from exc
 
 
-def classify_error(exc: Exception) -> Exception:
-    """ClickHouseUnavailable for failures worth retrying (network, server down), else ClickHouseError."""
+#: ClickHouse error codes worth retrying: the server or its disk is in trouble, not the rows.
+RETRIED_CODES = {
+    159: "TIMEOUT_EXCEEDED", 209: "SOCKET_TIMEOUT", 210: "NETWORK_ERROR", 241: "MEMORY_LIMIT_EXCEEDED",
+    242: "TABLE_IS_READ_ONLY", 243: "NOT_ENOUGH_SPACE", 252: "TOO_MANY_PARTS", 202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    24: "CANNOT_WRITE_TO_OSTREAM", 74: "CANNOT_READ_FROM_FILE_DESCRIPTOR", 75: "CANNOT_WRITE_TO_FILE_DESCRIPTOR",
+    76: "CANNOT_OPEN_FILE", 425: "SYSTEM_ERROR", 236: "ABORTED", 394: "QUERY_WAS_CANCELLED",
+    1000: "POCO_EXCEPTION", 1001: "STD_EXCEPTION",
+}
+_CODE = re.compile(r"\bCode:\s*(\d+)")
+_RE_LC = re.compile(r"LowCardinality\((.*?)\)")
+_DISK_FULL = ("no space left on device", "not enough space", "disk quota exceeded")
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code of an exception (clickhouse_connect and chDB both say "Code: NNN")."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    match = _CODE.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def classify_error(exc: BaseException) -> ClickHouseError:
+    """ClickHouseUnavailable for failures worth retrying (network, server or disk trouble), else ClickHouseError.
+
+    ClickHouseError means the rows themselves are bad (a type mismatch, Code 6/27/53...): a dead letter.
+    """
+    if isinstance(exc, ClickHouseError):
+        return exc
     text = f"{type(exc).__name__}: {exc}"
-    transient = ("Connection", "Timeout", "timed out", "refused", "503", "502", "Network", "OperationalError")
-    if any(word.lower() in text.lower() for word in transient):
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ClickHouseUnavailable(text)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return ClickHouseUnavailable(text)
+    try:
+        from clickhouse_connect.driver.exceptions import OperationalError
+    except ImportError:  # pragma: no cover - clickhouse_connect is a dependency
+        OperationalError = ()  # type: ignore[assignment]  # noqa: N806
+    code = error_code(exc)
+    if code in RETRIED_CODES or any(s in text.lower() for s in _DISK_FULL):
+        return ClickHouseUnavailable(text)
+    if code is None and OperationalError and isinstance(exc, OperationalError):
+        return ClickHouseUnavailable(text)  # connection-level failure: no server answer to classify
     return ClickHouseError(text)
 
 
@@ -238,10 +300,6 @@ def _utc(ts: Any) -> pd.Timestamp | None:
         return None
     ts = pd.Timestamp(ts)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _ts_or_none(value: Any) -> pd.Timestamp | None:
-    return None if value is None or pd.isna(value) else pd.Timestamp(value)
 
 
 # ---------------------------------------------------------------- readers
@@ -277,7 +335,8 @@ def era_status(client: Any, run_id: str | None = None) -> pd.DataFrame:
     where = "WHERE run_id = {r:String}" if run_id else ""
     return client.query_df(
         "SELECT compartment_id, era_id, run_id, feature_set, era_start, era_end, rows, "
-        "tsfresh_features, rolling_features, tsfresh_at, rolling_at, stored_at "
+        "toUInt32(arraySum(tsfresh_chunks.2)) AS tsfresh_features, toUInt32(arraySum(rolling_chunks.2)) AS rolling_features, "
+        "tsfresh_at, rolling_at, stored_at "
         f"FROM eras FINAL {where} ORDER BY compartment_id, era_start",
         parameters={"r": run_id or ""},
     )

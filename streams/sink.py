@@ -1,10 +1,18 @@
 """The select-sink: feature batches into ClickHouse, then unsupervised selection.
 
-Offsets are committed only after ClickHouse accepted the rows. Each message is one
-insert whose deduplication token is derived from its content, so a message read
-twice (after a crash between insert and commit, or an era recomputed upstream with
-the same values) is stored once. While ClickHouse is unreachable the sink pauses
-its partitions, keeps polling so it stays in its group, and retries with backoff.
+The sink works in batches: everything one consume() round returns (up to MAX_BATCH
+messages or BATCH_WINDOW_S of polling) is decoded once and stored with ONE insert per
+table, whose deduplication token is derived from the messages' content digests and the
+(topic, partition, offset range) the batch covers, so a retried batch is stored once.
+The eras table gets one insert per batch and nothing is read back (it folds rows, see
+infra/clickhouse/003_eras.sql). Only after ClickHouse accepted the batch do its era
+notices and dead letters go to Kafka, in one transaction with the batch's offsets
+(streams/commit.py); an aborted transaction rewinds to the committed offsets.
+
+While ClickHouse is unavailable the sink pauses its partitions, keeps polling so it stays
+in its group (anything still returned is held for the next batch, never dropped), and
+retries the same batch with backoff. A batch insert that fails for its rows (a type
+mismatch) is stored message by message so only the bad message is dead-lettered.
 """
 
 from __future__ import annotations
@@ -23,15 +31,19 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from schemas.codec import FeatureBatch, decode_feature_batch
 from schemas.payload import frame_from_ipc
 from stages.clickhouse import (
-    ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, classify_error, connect,
+    ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, connect,
 )
 from streams import failpoints, kafka, metrics
-from streams.runner import StopFlag, dead_letter, worker_name, produce
+from streams.commit import Output, TransactionAborted, rewind, transactions_for
+from streams.runner import StopFlag, dead_letter, worker_name
 from streams.settings import Settings
+from streams.slots import transactional_id
 from streams.topics import ERAS_DONE, STAGE_INPUTS, stage_group
 
 log = logging.getLogger(__name__)
 STAGE = "sink"
+MAX_BATCH = 100_000  # messages per batch
+BATCH_WINDOW_S = 1.0  # seconds of polling per batch
 
 
 def content_token(batch: FeatureBatch) -> str:
@@ -78,6 +90,120 @@ def rolling_rows(batch: FeatureBatch, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @dataclass
+class Decoded:
+    """One message of a batch, decoded once: its rows and its content token."""
+
+    msg: Message
+    batch: FeatureBatch
+    rows: pd.DataFrame
+    token: str
+
+    @property
+    def table(self) -> str:
+        return "rolling_features" if self.batch.kind == "series" else "era_features"
+
+
+def decode(msg: Message, run_id: str | None) -> Decoded:
+    """Raises on a message that cannot be read (MessageDecodeError, or a payload Arrow cannot read)."""
+    batch = decode_feature_batch(msg.value(), topic=msg.topic(), partition=msg.partition(), offset=msg.offset())
+    frame = frame_from_ipc(batch.payload)
+    if run_id:
+        batch.run_id = run_id
+    rows = rolling_rows(batch, frame) if batch.kind == "series" else feature_rows(batch, frame)
+    return Decoded(msg, batch, rows, content_token(batch))
+
+
+def batch_token(table: str, items: list[Decoded]) -> str:
+    """Content digests plus the (topic, partition, offset range) covered: same batch -> same token."""
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for d in items:
+        r = ranges.setdefault((d.msg.topic(), d.msg.partition()), [d.msg.offset(), d.msg.offset()])
+        r[0], r[1] = min(r[0], d.msg.offset()), max(r[1], d.msg.offset())
+    h = hashlib.sha256(table.encode())
+    for (topic, part), (lo, hi) in sorted(ranges.items()):
+        h.update(f"|{topic}[{part}]{lo}-{hi}".encode())
+    for d in items:
+        h.update(d.token.encode())
+    return f"{table}|batch|{h.hexdigest()[:40]}"
+
+
+def era_records(items: list[Decoded]) -> list[EraRecord]:
+    """One record per (era, run, source) in the batch: its chunks' feature-row counts, done-time if last came."""
+    records: dict[tuple[str, str, str, str], EraRecord] = {}
+    for d in items:
+        b = d.batch
+        key = (b.compartment_id, b.era_id, b.run_id, b.source)
+        at = pd.Timestamp(b.computed_at)
+        rec = records.get(key)
+        if rec is None:
+            rec = records[key] = EraRecord(
+                compartment_id=b.compartment_id, era_id=b.era_id, run_id=b.run_id, feature_set=b.feature_set,
+                era_start=pd.Timestamp(b.era_start) if b.era_start else at,
+                era_end=pd.Timestamp(b.era_end) if b.era_end else at, rows=b.era_rows, sensors=b.sensors,
+                tsfresh_chunks={} if b.source == "tsfresh" else None, rolling_chunks={} if b.source != "tsfresh" else None,
+            )
+        chunks = rec.tsfresh_chunks if b.source == "tsfresh" else rec.rolling_chunks
+        assert chunks is not None
+        chunks[b.chunk_index] = chunks.get(b.chunk_index, 0) + (len(d.rows) if d.table == "era_features" else 0)
+        rec.rows = max(rec.rows, b.era_rows)
+        if b.last:
+            if b.source == "tsfresh":
+                rec.tsfresh_at = at
+            else:
+                rec.rolling_at = at
+    return list(records.values())
+
+
+@dataclass
+class Prepared:
+    """A batch ready to store: its decoded messages, and the dead letters of the undecodable ones."""
+
+    messages: list[Message]
+    decoded: list[Decoded] = field(default_factory=list)
+    dead: list[Output] = field(default_factory=list)
+
+    def offsets(self) -> list[TopicPartition]:
+        out: dict[tuple[str, int], int] = {}
+        for msg in self.messages:
+            key = (msg.topic(), msg.partition())
+            out[key] = max(out.get(key, 0), msg.offset() + 1)
+        return [TopicPartition(t, p, o) for (t, p), o in sorted(out.items())]
+
+
+def store_batch(writer: ClickHouseWriter, items: list[Decoded]) -> list[tuple[Decoded, ClickHouseError]]:
+    """One insert per table plus one eras insert; returns the messages whose rows ClickHouse refused.
+
+    Raises ClickHouseUnavailable (retry the same batch). A batch refused for its rows is stored
+    message by message (each with its own content token) to single out the bad ones.
+    """
+    try:
+        _insert_all(writer, items, batch_token)
+        return []
+    except ClickHouseUnavailable:
+        raise
+    except ClickHouseError:
+        pass
+    bad: list[tuple[Decoded, ClickHouseError]] = []
+    for d in items:
+        try:
+            _insert_all(writer, [d], lambda table, one: f"{table}|{one[0].token}")
+        except ClickHouseUnavailable:
+            raise
+        except ClickHouseError as exc:
+            bad.append((d, exc))
+    return bad
+
+
+def _insert_all(writer: ClickHouseWriter, items: list[Decoded], token) -> None:
+    for table, write in (("era_features", writer.write_features), ("rolling_features", writer.write_rolling)):
+        part = [d for d in items if d.table == table and len(d.rows)]
+        if part:
+            frame = part[0].rows if len(part) == 1 else pd.concat([d.rows for d in part], ignore_index=True)
+            write(frame, token(table, part))
+    writer.write_eras(era_records(items), token("eras", items))
+
+
+@dataclass
 class SelectionPolicy:
     """Re-run selection when new eras arrived and the sink is idle, at most every `min_interval_s`."""
 
@@ -98,35 +224,65 @@ class SinkRunner:
         self._client = client
         self.selection = SelectionPolicy()
         self._paused: list[TopicPartition] = []
+        self._held: list[Message] = []  # polled while backing off: the next batch starts with them
 
     def run(self, should_stop: StopFlag) -> None:
         metrics.serve(self.settings.metrics_port)
         client = self._client or connect(self.settings.clickhouse_url, self.settings.clickhouse_path)
         apply_schema(client)
         self.writer = ClickHouseWriter(client)
+        self._should_stop = should_stop
+        txn_id = transactional_id(self.settings.data_dir / "slots", self.group_id)
+        self.transactions = transactions_for(self.settings, txn_id, self.name, should_stop)
         consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": self.name})
-        self.producer = kafka.producer(self.settings)
         consumer.subscribe(list(STAGE_INPUTS[STAGE]))
         log.info("%s consuming %s", self.name, ", ".join(STAGE_INPUTS[STAGE]))
         try:
             while not should_stop():
-                messages = consumer.consume(num_messages=200, timeout=self.settings.consumer_poll_timeout_s)
-                messages = [m for m in messages if not _skip(m)]
+                messages = self._poll_batch(consumer)
                 if messages:
                     self._store(consumer, messages, should_stop)
                 elif self.selection.due(idle=True):
                     self._select()
         finally:
             consumer.close()
-            self.producer.flush(10)
+            self.transactions.close()
             log.info("%s stopped", self.name)
 
+    def _poll_batch(self, consumer: Consumer) -> list[Message]:
+        """Held messages, then whatever arrives within BATCH_WINDOW_S, up to MAX_BATCH messages."""
+        messages, self._held = self._held, []
+        deadline = time.monotonic() + BATCH_WINDOW_S
+        timeout = self.settings.consumer_poll_timeout_s
+        while len(messages) < MAX_BATCH:
+            got = [m for m in consumer.consume(num_messages=min(10_000, MAX_BATCH - len(messages)), timeout=timeout)
+                   if not _skip(m)]
+            messages += got
+            timeout = deadline - time.monotonic()
+            if not got or timeout <= 0:
+                break
+        return messages
+
     # --------------------------------------------------------------- storing
+    def _prepare(self, messages: list[Message]) -> Prepared:
+        prepared = Prepared(messages)
+        for msg in messages:
+            metrics.MESSAGES.labels(STAGE).inc()
+            try:
+                prepared.decoded.append(decode(msg, self.run_id))
+            except Exception as exc:  # MessageDecodeError, or a payload Arrow cannot read
+                log.error("%s: %s -> dead letter", STAGE, exc)
+                prepared.dead.append(dead_letter(msg, STAGE, exc))
+        return prepared
+
     def _store(self, consumer: Consumer, messages: list[Message], should_stop: StopFlag) -> None:
+        prepared = self._prepare(messages)
         backoff = 0.5
         while True:
             try:
-                self._write(messages)
+                if failpoints.outage("clickhouse"):
+                    raise ClickHouseUnavailable("connection refused (simulated outage, ERASTREAM_OUTAGE_CLICKHOUSE)")
+                bad = store_batch(self.writer, prepared.decoded)
                 break
             except ClickHouseUnavailable as exc:
                 if should_stop():
@@ -135,80 +291,35 @@ class SinkRunner:
                 self._pause(consumer)
                 deadline = time.monotonic() + backoff
                 while time.monotonic() < deadline:
-                    consumer.poll(0.2)  # stay in the group; paused partitions return nothing
+                    msg = consumer.poll(0.2)  # stay in the group; paused partitions return nothing
+                    if msg is not None and not _skip(msg):
+                        self._held.append(msg)  # a partition assigned meanwhile: keep it for the next batch
                 backoff = min(backoff * 2, 30.0)
         self._resume(consumer)
-        self.producer.flush(30)
         failpoints.hit("sink.after_insert")  # tests: die between the ClickHouse insert and the offset commit
-        offsets: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            key = (msg.topic(), msg.partition())
-            offsets[key] = max(offsets.get(key, 0), msg.offset() + 1)
-        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
-
-    def _write(self, messages: list[Message]) -> None:
-        for msg in messages:
-            metrics.MESSAGES.labels(STAGE).inc()
-            try:
-                batch = decode_feature_batch(msg.value(), topic=msg.topic(), partition=msg.partition(), offset=msg.offset())
-                frame = frame_from_ipc(batch.payload)
-                if self.run_id:
-                    batch.run_id = self.run_id
-            except Exception as exc:  # MessageDecodeError, or a payload Arrow cannot read
-                log.error("%s: %s -> dead letter", STAGE, exc)
-                self._dead_letter(msg, exc)
-                continue
-            token = content_token(batch)
-            if failpoints.outage("clickhouse"):
-                raise ClickHouseUnavailable("connection refused (simulated outage, ERASTREAM_OUTAGE_CLICKHOUSE)")
-            try:
-                if batch.kind == "series":
-                    self.writer.write_rolling(rolling_rows(batch, frame), token)
-                else:
-                    self.writer.write_features(feature_rows(batch, frame), token)
-                if batch.last:
-                    self._era_finished(batch)
-            except ClickHouseUnavailable:
-                raise
-            except Exception as exc:
-                if not isinstance(exc, ClickHouseError):
-                    exc = classify_error(exc)
-                    if isinstance(exc, ClickHouseUnavailable):
-                        raise exc from None
-                log.error("%s: cannot store %s[%d]@%d: %s -> dead letter", STAGE, msg.topic(), msg.partition(), msg.offset(), exc)
-                self._dead_letter(msg, exc)
-
-    def _dead_letter(self, msg: Message, exc: Exception) -> None:
-        produce(self.producer, dead_letter(msg, STAGE, exc))
-        metrics.DEAD_LETTERS.labels(STAGE).inc()
-
-    def _era_finished(self, batch: FeatureBatch) -> None:
-        count = self.writer.client.query(
-            "SELECT count() FROM era_features FINAL WHERE compartment_id = {c:String} AND era_id = {e:String} "
-            "AND run_id = {r:String} AND source = {s:String}",
-            parameters={"c": batch.compartment_id, "e": batch.era_id, "r": batch.run_id, "s": batch.source},
-        ).result_rows[0][0]
-        at = pd.Timestamp(batch.computed_at)
-        record = EraRecord(
-            compartment_id=batch.compartment_id, era_id=batch.era_id, run_id=batch.run_id,
-            feature_set=batch.feature_set, era_start=pd.Timestamp(batch.era_start) if batch.era_start else at,
-            era_end=pd.Timestamp(batch.era_end) if batch.era_end else at, rows=batch.era_rows, sensors=batch.sensors,
-            tsfresh_features=count if batch.source == "tsfresh" else 0,
-            rolling_features=count if batch.source == "rolling" else 0,
-            tsfresh_at=at if batch.source == "tsfresh" else None,
-            rolling_at=at if batch.source == "rolling" else None,
-        )
-        self.writer.upsert_era(record)
-        metrics.ERAS.labels(STAGE).inc()
-        self.selection.dirty_runs.add(batch.run_id)
-        notice = {"kind": "era", "era_key": batch.era_key, "run_id": batch.run_id, "source": batch.source, "features": int(count), "stage_seconds": batch.stage_seconds}
-        produce(self.producer, _notice(batch.era_key, notice))
+        refused = {id(d.msg) for d, _ in bad}
+        dead = list(prepared.dead)
+        for d, exc in bad:
+            log.error("%s: cannot store %s[%d]@%d: %s -> dead letter", STAGE, d.msg.topic(), d.msg.partition(), d.msg.offset(), exc)
+            dead.append(dead_letter(d.msg, STAGE, exc))
+        notices = [_era_notice(d.batch) for d in prepared.decoded if d.batch.last and id(d.msg) not in refused]
+        try:
+            self.transactions.commit(dead + notices, prepared.offsets(), consumer)
+        except TransactionAborted as exc:
+            log.warning("%s; rewinding to the committed offsets", exc)
+            self._held = []
+            rewind(consumer, consumer.assignment(), should_stop)
+            return
+        metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
+        metrics.ERAS.labels(STAGE).inc(len(notices))
+        self.selection.dirty_runs.update(d.batch.run_id for d in prepared.decoded if d.batch.last)
 
     # -------------------------------------------------------------- selection
     def _select(self) -> None:
         from stages.clickhouse import feature_matrix
         from stages.selection import select_features
 
+        notices = []
         for run_id in sorted(self.selection.dirty_runs):
             complete = self.writer.client.query(
                 "SELECT count() FROM eras FINAL WHERE run_id = {r:String} AND tsfresh_at IS NOT NULL AND rolling_at IS NOT NULL",
@@ -226,9 +337,12 @@ class SinkRunner:
             self.writer.write_selection(result.table, selection_id, run_id, eras=len(matrix))
             log.info("%s: selection %s over %d eras kept %d of %d features in %.2f s", STAGE, selection_id, len(matrix),
                      len(result.selected), matrix.shape[1], time.perf_counter() - started)
-            produce(self.producer, _notice(run_id, {"kind": "selection", "run_id": run_id, "eras": len(matrix), "complete_eras": int(complete),
-                                                     "kept": len(result.selected), "features": int(matrix.shape[1])}))
-        self.producer.flush(30)
+            notices.append(_notice(run_id, {"kind": "selection", "run_id": run_id, "eras": len(matrix), "complete_eras": int(complete),
+                                            "kept": len(result.selected), "features": int(matrix.shape[1])}))
+        try:
+            self.transactions.commit(notices)
+        except TransactionAborted as exc:
+            log.warning("%s: selection notices not sent: %s", self.name, exc)
         self.selection.dirty_runs.clear()
         self.selection.last_run = time.monotonic()
 
@@ -244,9 +358,13 @@ class SinkRunner:
             self._paused = []
 
 
-def _notice(key: str, body: dict) -> Any:
-    from streams.runner import Output
+def _era_notice(batch: FeatureBatch) -> Output:
+    """eras.done: this source of this era is stored (its feature count is in era_status())."""
+    return _notice(batch.era_key, {"kind": "era", "era_key": batch.era_key, "run_id": batch.run_id, "source": batch.source,
+                                   "stage_seconds": batch.stage_seconds})
 
+
+def _notice(key: str, body: dict) -> Output:
     return Output(ERAS_DONE, key, json.dumps(body).encode())
 
 

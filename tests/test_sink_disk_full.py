@@ -1,0 +1,63 @@
+"""A real fault: the sink's embedded ClickHouse directory runs out of disk mid-run, then gets it back.
+
+The data directory is a 64 MiB tmpfs; the test fills it with dd while the pipeline runs, so
+ClickHouse's own writes fail with ENOSPC / NOT_ENOUGH_SPACE; the sink must hold and retry
+its batch, and once the file is gone store every era once with the stage functions' values.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.harness import PipelineUnderTest
+from tests.test_delivery import _assert_stored_once, _expected, _input
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture
+def small_disk(settings):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = settings.clickhouse_path
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(path) -> None:
+    """dd until the disk is full (dd exits non-zero with ENOSPC: that is the point)."""
+    result = subprocess.run(["dd", "if=/dev/zero", f"of={path / 'filler'}", "bs=1M"], capture_output=True, text=True)
+    assert "No space left on device" in result.stderr, result.stderr
+
+
+def test_disk_full_under_the_sink_then_freed(settings, unique, small_disk, tmp_path):
+    cfg = settings.model_copy(update={"run_id": f"run-{unique}", "batch_size": 60})
+    pipe = PipelineUnderTest(cfg)
+    try:
+        path = _input(tmp_path, "in", days=4)
+        pipe.start_all()
+        time.sleep(3.0)  # the sink opened its ClickHouse and applied the schema
+        _fill(small_disk)
+        report = pipe.ingest(path)
+        deadline = time.monotonic() + 60
+        sink_log = ""
+        while "ClickHouse unavailable" not in sink_log and time.monotonic() < deadline:
+            pipe.watcher.poll()
+            sink_log = "".join(p.read_text() for p in pipe.log_dir.glob("sink-*.log"))
+        assert "ClickHouse unavailable" in sink_log, pipe.logs()
+        pipe.watcher.poll()
+        stored_while_full = pipe.watcher.finished(report.eras)
+        (small_disk / "filler").unlink()
+        pipe.wait_stored(report.eras)
+        pipe.stop()
+        assert stored_while_full < len(report.eras)
+        assert "dead letter" not in "".join(p.read_text() for p in pipe.log_dir.glob("sink-*.log"))
+        _assert_stored_once(pipe, _expected(path))
+    finally:
+        pipe.close()
