@@ -2,8 +2,6 @@
 
 - ERASTREAM_FAILPOINTS="sink.after_insert=2,tsfresh.in_era=1": `hit(name)` counts calls per
   name and SIGKILLs this process on the N-th one, exactly like `kill -9` at that line.
-- ERASTREAM_OUTAGE_<SERVICE>=/path/to/file: `outage(service)` is true while that file exists,
-  so a test can make a service unreachable for a while and bring it back.
 """
 
 from __future__ import annotations
@@ -31,7 +29,3 @@ def hit(name: str) -> None:
     if _counts[name] >= armed[name]:
         os.kill(os.getpid(), signal.SIGKILL)
 
-
-def outage(service: str) -> bool:
-    flag = os.environ.get(f"ERASTREAM_OUTAGE_{service.upper()}")
-    return bool(flag) and os.path.exists(flag)

@@ -24,7 +24,7 @@ from schemas.codec import MessageDecodeError, decode_era_chunk, encode_era_chunk
 from streams import failpoints, kafka, metrics
 from streams.assembler import CompleteEra, EraAssembler, StalledEra
 from streams.attempts import AttemptLedger
-from streams.commit import Output, TransactionAborted, Transactions, rewind, transactions_for
+from streams.commit import Output, TransactionAborted, rewind, transactions_for
 from streams.slots import transactional_id
 from streams.settings import Settings
 from streams.topics import dlq, stage_group

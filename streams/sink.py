@@ -280,8 +280,6 @@ class SinkRunner:
         backoff = 0.5
         while True:
             try:
-                if failpoints.outage("clickhouse"):
-                    raise ClickHouseUnavailable("connection refused (simulated outage, ERASTREAM_OUTAGE_CLICKHOUSE)")
                 bad = store_batch(self.writer, prepared.decoded)
                 break
             except ClickHouseUnavailable as exc:

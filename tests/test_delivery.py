@@ -139,23 +139,6 @@ def test_broker_fault_mid_run(settings, tmp_path, unique, kafka_broker, fault):
         pipe.close()
 
 
-def test_clickhouse_unreachable_for_a_while(pipeline, tmp_path):
-    outage = tmp_path / "clickhouse-down"
-    outage.touch()
-    path = _input(tmp_path, "in")
-    pipeline.start_all(ERASTREAM_OUTAGE_CLICKHOUSE=str(outage))
-    report = pipeline.ingest(path)
-    time.sleep(8.0)  # the sink keeps failing, pausing and retrying meanwhile
-    pipeline.watcher.poll()
-    assert pipeline.watcher.finished(report.eras) == 0
-    outage.unlink()
-    pipeline.wait_stored(report.eras)
-    sink_log = "".join(p.read_text() for p in pipeline.log_dir.glob("sink-*.log"))
-    pipeline.stop()
-    assert "ClickHouse unavailable" in sink_log
-    _assert_stored_once(pipeline, _expected(path))
-
-
 def _members(settings, group: str) -> dict[str, set[int]]:
     admin = kafka.admin_client(settings)  # keep a reference: a collected client never completes its futures
     desc = admin.describe_consumer_groups([group])[group].result(timeout=30)

@@ -42,7 +42,9 @@ def test_disk_full_under_the_sink_then_freed(settings, unique, small_disk, tmp_p
     try:
         path = _input(tmp_path, "in", days=4)
         pipe.start_all()
-        time.sleep(3.0)  # the sink opened its ClickHouse and applied the schema
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "consuming" not in "".join(p.read_text() for p in pipe.log_dir.glob("sink-*.log")):
+            time.sleep(0.2)  # the sink opened its ClickHouse and applied the schema
         _fill(small_disk)
         report = pipe.ingest(path)
         deadline = time.monotonic() + 60
