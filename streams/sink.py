@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 STAGE = "sink"
 MAX_BATCH = 100_000  # messages per batch
 BATCH_WINDOW_S = 1.0  # seconds of polling per batch
+REPLAY_WAIT_S = 60.0  # how long a journaled batch may take to be read again
 
 
 def content_token(batch: FeatureBatch) -> str:
@@ -203,6 +206,90 @@ def _insert_all(writer: ClickHouseWriter, items: list[Decoded], token) -> None:
     writer.write_eras(era_records(items), token("eras", items))
 
 
+TP = tuple[str, int]
+
+
+class BatchJournal:
+    """The offset ranges of the batch being stored, on disk until its offsets are committed.
+
+    A batch's dedup tokens derive from exactly the messages it holds. A sink that dies (or whose
+    Kafka commit aborts) after ClickHouse took a batch re-reads from the committed offsets, where
+    more messages may have arrived by then: a batch cut anew would get new tokens and store the
+    rows twice (FINAL would hide it, counts would not). So the ranges are written before the
+    insert and the next batch after a restart or rewind is that same batch again, whose inserts
+    ClickHouse then drops as duplicates. One file per sink group on this host (the embedded
+    ClickHouse allows one sink per data directory; with a server and sinks on several hosts, a
+    partition that moves host after a crash can store such a batch twice until the merge).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict[TP, tuple[int, int]]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {(t, int(p)): (int(a), int(b)) for t, p, a, b in raw}
+
+    def write(self, spans: dict[TP, tuple[int, int]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump([[t, p, a, b] for (t, p), (a, b) in sorted(spans.items())], fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def spans_of(messages: list[Message]) -> dict[TP, tuple[int, int]]:
+    """(first offset, last offset + 1) per partition of a batch."""
+    spans: dict[TP, tuple[int, int]] = {}
+    for m in messages:
+        tp = (m.topic(), m.partition())
+        a, b = spans.get(tp, (m.offset(), m.offset() + 1))
+        spans[tp] = (min(a, m.offset()), max(b, m.offset() + 1))
+    return spans
+
+
+@dataclass
+class BatchReplay:
+    """Re-forms a journaled batch from messages read again: the pure rule behind BatchJournal.
+
+    A partition whose first message read again is not the journaled first one was committed
+    already (or cannot be re-formed): it is left out. The batch is whole once every remaining
+    partition's last journaled offset was seen.
+    """
+
+    spans: dict[TP, tuple[int, int]]
+    batch: list[Message] = field(default_factory=list)
+    rest: list[Message] = field(default_factory=list)
+    _first: set[TP] = field(default_factory=set)
+    _done: set[TP] = field(default_factory=set)
+
+    def add(self, messages: list[Message]) -> None:
+        for m in messages:
+            tp = (m.topic(), m.partition())
+            span = self.spans.get(tp)
+            if span is not None and tp not in self._first:
+                self._first.add(tp)
+                if m.offset() != span[0]:
+                    del self.spans[tp]
+                    span = None
+            if span is None or m.offset() >= span[1]:
+                self.rest.append(m)
+                continue
+            self.batch.append(m)
+            if m.offset() >= span[1] - 1:
+                self._done.add(tp)
+
+    def whole(self) -> bool:
+        return set(self.spans) <= self._done
+
+
 @dataclass
 class SelectionPolicy:
     """Re-run selection when new eras arrived and the sink is idle, at most every `min_interval_s`."""
@@ -225,6 +312,8 @@ class SinkRunner:
         self.selection = SelectionPolicy()
         self._paused: list[TopicPartition] = []
         self._held: list[Message] = []  # polled while backing off: the next batch starts with them
+        self.journal = BatchJournal(settings.data_dir / "sink" / f"{self.group_id}.journal.json")
+        self._replay = self.journal.load()  # a batch a previous attempt may have inserted
 
     def run(self, should_stop: StopFlag) -> None:
         metrics.serve(self.settings.metrics_port)
@@ -252,6 +341,8 @@ class SinkRunner:
     def _poll_batch(self, consumer: Consumer) -> list[Message]:
         """Held messages, then whatever arrives within BATCH_WINDOW_S, up to MAX_BATCH messages."""
         messages, self._held = self._held, []
+        if self._replay:
+            return self._replay_batch(consumer, messages)
         deadline = time.monotonic() + BATCH_WINDOW_S
         timeout = self.settings.consumer_poll_timeout_s
         while len(messages) < MAX_BATCH:
@@ -262,6 +353,21 @@ class SinkRunner:
             if not got or timeout <= 0:
                 break
         return messages
+
+    def _replay_batch(self, consumer: Consumer, messages: list[Message]) -> list[Message]:
+        """The journaled batch again, exactly (see BatchJournal); other messages wait for the next."""
+        replay = BatchReplay(dict(self._replay))
+        replay.add(messages)
+        deadline = time.monotonic() + REPLAY_WAIT_S
+        while not replay.whole() and time.monotonic() < deadline and not self._should_stop():
+            replay.add([m for m in consumer.consume(num_messages=10_000, timeout=0.5) if not _skip(m)])
+        if not replay.whole():
+            log.warning("%s: the journaled batch %s could not be read again whole in %.0f s (partitions moved?); "
+                        "storing what came", self.name, replay.spans, REPLAY_WAIT_S)
+        self._replay = {}
+        self._held = replay.rest + self._held
+        log.info("%s: re-storing the batch of a previous attempt (%d messages)", self.name, len(replay.batch))
+        return replay.batch
 
     # --------------------------------------------------------------- storing
     def _prepare(self, messages: list[Message]) -> Prepared:
@@ -276,7 +382,10 @@ class SinkRunner:
         return prepared
 
     def _store(self, consumer: Consumer, messages: list[Message], should_stop: StopFlag) -> None:
+        # partition order, not arrival order: a batch read again (BatchJournal) must give the same tokens
+        messages = sorted(messages, key=lambda m: (m.topic(), m.partition(), m.offset()))
         prepared = self._prepare(messages)
+        self.journal.write(spans_of(messages))
         backoff = 0.5
         while True:
             try:
@@ -306,8 +415,10 @@ class SinkRunner:
         except TransactionAborted as exc:
             log.warning("%s; rewinding to the committed offsets", exc)
             self._held = []
+            self._replay = self.journal.load()  # the rows are in ClickHouse: the next batch is this one again
             rewind(consumer, consumer.assignment(), should_stop)
             return
+        self.journal.clear()
         metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
         metrics.ERAS.labels(STAGE).inc(len(notices))
         self.selection.dirty_runs.update(d.batch.run_id for d in prepared.decoded if d.batch.last)
