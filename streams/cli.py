@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -39,24 +42,76 @@ def settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-@app.callback()
-def main_options(
-    feature_set: Optional[str] = typer.Option(None, "--feature-set", help="minimal | efficient | comprehensive [env FEATURE_SET]"),
-    n_jobs: Optional[int] = typer.Option(None, "--n-jobs", help="tsfresh worker processes per stage process [env N_JOBS]"),
-    feature_engine: Optional[str] = typer.Option(None, "--feature-engine", help="fast (tsfresh's numbers, own kernels) | tsfresh [env FEATURE_ENGINE]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="rows per era chunk [env BATCH_SIZE]"),
-    bootstrap: Optional[str] = typer.Option(None, "--bootstrap-servers", help="Kafka brokers; unset: the local broker [env KAFKA_BOOTSTRAP_SERVERS]"),
-    clickhouse_url: Optional[str] = typer.Option(None, "--clickhouse-url", help="http(s)://user:pass@host:port/db; unset: embedded chDB [env CLICKHOUSE_URL]"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="local state directory [env DATA_DIR, default ./data]"),
-    partitions: Optional[int] = typer.Option(None, "--partitions", help="partitions per topic [env TOPIC_PARTITIONS]"),
-    run_id: Optional[str] = typer.Option(None, "--run-id", help="run id stamped on messages and rows [env RUN_ID]"),
-    log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG | INFO | WARNING | ERROR [env LOG_LEVEL]"),
-) -> None:
-    State.overrides = dict(
-        feature_set=feature_set, n_jobs=n_jobs, feature_engine=feature_engine, batch_size=batch_size, kafka_bootstrap_servers=bootstrap,
-        clickhouse_url=clickhouse_url, data_dir=data_dir, topic_partitions=partitions, run_id=run_id,
-        log_level=log_level,
-    )
+@dataclass(frozen=True)
+class GlobalOption:
+    """A setting every command accepts, before the command or after it (the later one wins)."""
+
+    setting: str  # the Settings field it overrides
+    flag: str
+    kind: type
+    help: str
+
+    @property
+    def param(self) -> str:
+        return f"global_{self.setting}"
+
+    def parameter(self) -> inspect.Parameter:
+        return inspect.Parameter(self.param, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[self.kind],
+                                 default=typer.Option(None, self.flag, help=self.help, rich_help_panel="Global options"))
+
+
+GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
+    GlobalOption("feature_set", "--feature-set", str, "minimal | efficient | comprehensive [env FEATURE_SET]"),
+    GlobalOption("n_jobs", "--n-jobs", int, "tsfresh worker processes per stage process [env N_JOBS; default: cores left over by the stage's workers]"),
+    GlobalOption("feature_engine", "--feature-engine", str, "fast (tsfresh's numbers, own kernels) | tsfresh [env FEATURE_ENGINE]"),
+    GlobalOption("batch_size", "--batch-size", int, "rows per era chunk [env BATCH_SIZE]"),
+    GlobalOption("kafka_bootstrap_servers", "--bootstrap-servers", str, "Kafka brokers; unset: the local broker [env KAFKA_BOOTSTRAP_SERVERS]"),
+    GlobalOption("clickhouse_url", "--clickhouse-url", str, "http(s)://user:pass@host:port/db; unset: embedded chDB [env CLICKHOUSE_URL]"),
+    GlobalOption("data_dir", "--data-dir", Path, "local state directory [env DATA_DIR, default ./data]"),
+    GlobalOption("topic_partitions", "--partitions", int, "partitions per topic [env TOPIC_PARTITIONS]"),
+    GlobalOption("run_id", "--run-id", str, "run id stamped on messages and rows [env RUN_ID]"),
+    GlobalOption("log_level", "--log-level", str, "DEBUG | INFO | WARNING | ERROR [env LOG_LEVEL]"),
+)
+
+
+def _take_globals(kwargs: dict) -> None:
+    """Move the global options out of a command's arguments into State.overrides (given ones only)."""
+    for opt in GLOBAL_OPTIONS:
+        value = kwargs.pop(opt.param, None)
+        if value is not None:
+            State.overrides[opt.setting] = value
+
+
+def _option_flags(func) -> set[str]:
+    flags: set[str] = set()
+    for param in inspect.signature(func).parameters.values():
+        flags.update(d for d in getattr(param.default, "param_decls", None) or () if d.startswith("--"))
+    return flags
+
+
+def accept_global_options(func):
+    """The command with every global option added, except those whose flag it defines itself
+    (`replay --run-id` is the replay's new run id, `topics create --partitions` its own count)."""
+    own = _option_flags(func)
+    extra = [opt for opt in GLOBAL_OPTIONS if opt.flag not in own]
+
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        _take_globals(kwargs)
+        return func(*args, **kwargs)
+
+    params = list(inspect.signature(func).parameters.values())
+    command.__signature__ = inspect.signature(func).replace(parameters=[*params, *(opt.parameter() for opt in extra)])
+    return command
+
+
+def main_options(**kwargs) -> None:
+    State.overrides = {}
+    _take_globals(kwargs)
+
+
+main_options.__signature__ = inspect.Signature([opt.parameter() for opt in GLOBAL_OPTIONS])
+app.callback()(main_options)
 
 
 # ---------------------------------------------------------------- broker
@@ -158,7 +213,7 @@ def stage(
     With --workers N (N > 1) the command supervises N child processes in one consumer group and
     restarts one that dies (1 s, 2 s, 4 s ... up to 60 s between deaths in a row).
     """
-    from streams.workers import STAGES, run_stage, spawn_worker, supervise
+    from streams.workers import STAGES, default_n_jobs, run_stage, spawn_worker, supervise
 
     if name not in STAGES:
         console.print(f"[red]error:[/red] unknown stage {name!r}; stages: {', '.join(STAGES)}")
@@ -169,6 +224,7 @@ def stage(
     if name == "sink" and workers > 1 and not cfg.clickhouse_url:
         console.print("[red]error:[/red] embedded chDB allows one sink process; set CLICKHOUSE_URL to run more sink workers")
         raise typer.Exit(2)
+    cfg = default_n_jobs(cfg, workers)
     if workers == 1:
         run_stage(cfg, name, group_id=group)
         return
@@ -294,17 +350,9 @@ def run(
     cfg = settings()
     _logging(cfg)
     try:
-        with interruptible(), _progress() as progress:
-            tasks: dict[str, int] = {}
-
-            def on_progress(what: str, done: int, total: int, detail: str = "") -> None:
-                label = {"eras": "published eras", "stored": "eras in ClickHouse"}.get(what, what)
-                if what not in tasks:
-                    tasks[what] = progress.add_task(label, total=total)
-                progress.update(tasks[what], completed=done, total=total, description=f"{label} ({detail})" if detail else label)
-
+        with interruptible(), RunProgress(console) as progress:
             workers = {"tsfresh": tsfresh_workers, "preprocess": preprocess_workers, "rolling": rolling_workers}
-            summary = run_local(cfg, input, eras, era_length, timeout=timeout, on_progress=on_progress, workers=workers)
+            summary = run_local(cfg, input, eras, era_length, timeout=timeout, on_progress=progress.update, workers=workers)
     except RunInterrupted as exc:
         console.print(f"[yellow]interrupted ({exc}): stages stopped[/yellow]")
         raise typer.Exit(128 + exc.signum) from None
@@ -320,6 +368,34 @@ def run(
         raise typer.Exit(3)
 
 
+class RunProgress:
+    """The run's live progress on a terminal: eras published, eras stored per feature source and
+    in all, each with count / total, elapsed time and an ETA from the rate so far."""
+
+    LABELS = {"eras": "published eras", "tsfresh": "tsfresh stored", "rolling": "rolling stored", "stored": "eras in ClickHouse"}
+
+    def __init__(self, out: Console, transient: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=out, transient=transient,
+                                 disable=not out.is_terminal)
+        self.tasks: dict[str, int] = {}
+
+    def update(self, what: str, done: int, total: int, detail: str = "") -> None:
+        label = self.LABELS.get(what, what)
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[what], completed=done, total=total, description=f"{label} ({detail})" if detail else label)
+
+    def __enter__(self) -> "RunProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+
 def _print_summary(summary, cfg: Settings) -> None:
     from rich.table import Table
 
@@ -333,6 +409,8 @@ def _print_summary(summary, cfg: Settings) -> None:
     print(f"seconds per stage (summed over eras): {secs}")
     if summary.selection:
         print(f"selection: kept {summary.selection['kept']} of {summary.selection['features']} features over {summary.selection['eras']} eras")
+    if summary.first_stored_seconds is not None:
+        print(f"first era stored after {summary.first_stored_seconds:.1f} s")
     print(f"wall time {summary.wall_seconds:.1f} s")
 
 
@@ -497,6 +575,16 @@ def status(
         print(json.dumps(report.to_dict(), indent=2))
     else:
         render(report, Console(width=max(Console().width, 120)))
+
+
+def _register_global_options(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        info.callback = accept_global_options(info.callback)
+    for group in typer_app.registered_groups:
+        _register_global_options(group.typer_instance)
+
+
+_register_global_options(app)
 
 
 def main() -> None:

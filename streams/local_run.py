@@ -174,6 +174,14 @@ class DoneWatcher:
         """Those of these eras that have every source stored (in any run)."""
         return {k for k in keys if set().union(*(run.get(k, ()) for run in self.done_by_run.values())) >= set(SOURCES)}
 
+    def stored_by_source(self, keys: list[str]) -> dict[str, int]:
+        """Per feature source, how many of these eras have it stored (in any run)."""
+        merged: dict[str, set[str]] = defaultdict(set)
+        for run in self.done_by_run.values():
+            for key, sources in run.items():
+                merged[key] |= sources
+        return {source: sum(1 for k in keys if source in merged.get(k, ())) for source in SOURCES}
+
     def selection_covers(self, notice: dict, run_id: str, eras: int) -> bool:
         """A selection of this run that ran after the last era of ours was stored."""
         return notice["run_id"] == run_id and notice.get("complete_eras", 0) >= eras and notice["_ts"] >= self.last_era_ts
@@ -259,8 +267,11 @@ def run_local(
             stored = watcher.stored(keys)
             if stored and first_stored is None:
                 first_stored = time.monotonic() - started
+                log.info("first era stored %.1f s after the start", first_stored)
             failed = [k for k in keys if k in watcher.failed and k not in stored]
             if on_progress:
+                for source, count in watcher.stored_by_source(keys).items():
+                    on_progress(source, count, len(keys))
                 on_progress("stored", len(stored), len(keys), f"{len(failed)} dead-lettered" if failed else "")
             if len(stored) + len(failed) == len(keys):
                 if not stored or any(watcher.selection_covers(s, settings.run_id, len(stored)) for s in watcher.selections):

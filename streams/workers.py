@@ -38,6 +38,15 @@ class StopSignal:
         return self.stopped
 
 
+def default_n_jobs(settings: Settings, workers: int) -> Settings:
+    """N_JOBS, when neither the environment nor a flag set it: the cores the stage's own worker
+    processes leave over (os.cpu_count() - workers, at least 1), so N workers with their tsfresh
+    pools use the machine without the user sizing the pool by hand."""
+    if "n_jobs" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"n_jobs": max(1, (os.cpu_count() or 1) - workers)})
+
+
 def pin_blas_threads() -> None:
     """One BLAS thread per process: several processes with several threads each ran 3-9x slower."""
     for var in BLAS_THREAD_VARS:
@@ -102,6 +111,7 @@ def spawn_stage(
     extra_env: dict[str, str] | None = None,
 ) -> list[subprocess.Popen]:
     """Start `workers` child processes of one stage; logs go to log_dir/<stage>-<i>.log when given."""
+    settings = default_n_jobs(settings, workers)
     return [spawn_worker(settings, name, i, log_dir, group_id, extra_env) for i in range(workers)]
 
 
