@@ -11,17 +11,10 @@ import pytest
 
 from schemas.codec import FeatureBatch
 from stages.clickhouse import (
-    ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, apply_schema, classify_error, connect, era_status,
+    ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, classify_error, era_status,
 )
 from streams.sink import Decoded, batch_token, feature_rows, store_batch, content_token
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    c = connect(None, tmp_path_factory.mktemp("ch") / "clickhouse")
-    apply_schema(c)
-    yield c
-    c.close()
+from tests.test_clickhouse import client  # noqa: F401 - the module's own embedded ClickHouse, as there
 
 
 class _Msg:
