@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -98,7 +99,7 @@ def plan_replay(
                 for tp in found
             ]
             start = era_starts(settings, {(tp.topic, tp.partition): tp.offset for tp in start},
-                               {tp: low for tp, (low, _) in marks.items()})
+                               {tp: low for tp, (low, _) in marks.items()}, end)
         skipped = unprocessed_skipped(settings, group, start, {tp: low for tp, (low, _) in marks.items()})
         if skipped:
             where = ", ".join(f"{t}[{p}] ({n})" for (t, p), n in sorted(skipped.items()))
@@ -119,53 +120,100 @@ def plan_replay(
     return plan
 
 
-def era_starts(settings: Settings, start: dict[TP, int], low: dict[TP, int]) -> list[TopicPartition]:
+def era_starts(settings: Settings, start: dict[TP, int], low: dict[TP, int], end: dict[TP, int]) -> list[TopicPartition]:
     """Move each start back to the first chunk (chunk_index 0) of every era that spans it.
 
-    Walking back from the start, the first chunk met of each era (per run id and era key)
-    decides: not `last` means the era goes on at or after the start, so it spans it and its
-    chunk 0 is searched further back; `last` means it finished before. The walk stops once no
-    spanning era still misses its chunk 0 (or at the low watermark, when retention took it).
+    An era spans a start when it has chunks on both sides of it: walking back, the first chunk
+    met of each era (per run id and era key) that is not `last` marks an era still open at the
+    start (`OpenEras`), and reading on from the start shows which of those really go on. An
+    open era that never goes on (abandoned mid-way, or dead-lettered as stalled) is not waited
+    for: its chunks all lie before the time, so a backfill from the time leaves it out.
     """
     out: list[TopicPartition] = []
     consumer = reader(settings)
     try:
         for tp, offset in start.items():
-            out.append(TopicPartition(tp[0], tp[1], _walk_back(consumer, tp, offset, low.get(tp, 0))))
+            first = _first_chunk_of_spanning_eras(consumer, tp, offset, low.get(tp, 0), end.get(tp, offset))
+            if first < offset:
+                log.info("replay: %s[%d] starts at %d, the first chunk of an era spanning offset %d",
+                         tp[0], tp[1], first, offset)
+            out.append(TopicPartition(tp[0], tp[1], first))
     finally:
         consumer.close()
     return out
 
 
-def _walk_back(consumer: Consumer, tp: TP, start: int, low: int) -> int:
-    decided: set[tuple[str, str]] = set()
-    pending: set[tuple[str, str]] = set()
-    first = start
+EraId = tuple[str, str]  # (run id, era key)
+
+
+@dataclass
+class OpenEras:
+    """Walking back from a start: which eras were open there, and where each one's chunk 0 is.
+
+    Fed chunks newest first. The first chunk seen of an era decides: `last` means it finished
+    before the start; otherwise it is open and its chunk 0 is still looked for.
+    """
+
+    decided: set[EraId] = field(default_factory=set)
+    first_chunk: dict[EraId, int | None] = field(default_factory=dict)  # open era -> offset of chunk 0
+
+    def see(self, era: EraId, chunk_index: int, last: bool, offset: int) -> None:
+        if era not in self.decided:
+            self.decided.add(era)
+            if not last:
+                self.first_chunk[era] = None
+        if era in self.first_chunk and chunk_index == 0 and self.first_chunk[era] is None:
+            self.first_chunk[era] = offset
+
+    @property
+    def searching(self) -> bool:
+        """True while an open era's chunk 0 is not found yet (or nothing was seen at all)."""
+        return not self.decided or any(at is None for at in self.first_chunk.values())
+
+    def start(self, start: int, continued: set[EraId]) -> int:
+        """The offset to start at: chunk 0 of the earliest open era that has chunks after `start` too.
+
+        An era whose chunk 0 is gone (retention) cannot be replayed whole, so it moves nothing.
+        """
+        firsts = [at for era, at in self.first_chunk.items() if era in continued and at is not None]
+        return min([start, *firsts])
+
+
+def _first_chunk_of_spanning_eras(consumer: Consumer, tp: TP, start: int, low: int, end: int) -> int:
+    open_eras = OpenEras()
     pos = start
-    seen_any = False
-    while pos > low and (pending or not seen_any):
+    while pos > low and open_eras.searching:
         window_start = max(low, pos - WALK_BACK_WINDOW)
         messages = list(BoundedRead(consumer, {tp: (window_start, pos)}, timeout=30))
         pos = window_start
         for msg in reversed(messages):
             head = _envelope(tp[0], msg.value())
-            if head is None:
-                continue  # undecodable: the stage dead-letters it wherever it starts
-            seen_any = True
-            era, chunk_index, last = head
-            if era not in decided:
-                decided.add(era)
-                if not last:
-                    pending.add(era)
-            if era in pending and chunk_index == 0:
-                pending.discard(era)
-                first = min(first, msg.offset())
-    if first < start:
-        log.info("replay: %s[%d] starts at %d, the first chunk of an era spanning offset %d", tp[0], tp[1], first, start)
-    return first
+            if head is not None:  # undecodable: the stage dead-letters it wherever it starts
+                open_eras.see(*head, msg.offset())
+    if not open_eras.first_chunk:
+        return start
+    return open_eras.start(start, _continued_after(consumer, tp, start, end, set(open_eras.first_chunk)))
 
 
-def _envelope(topic: str, value: bytes | None) -> tuple[tuple[str, str], int, bool] | None:
+def _continued_after(consumer: Consumer, tp: TP, start: int, end: int, eras: set[EraId]) -> set[EraId]:
+    """Which of `eras` have a chunk in [start, end); reads only until every one has been seen.
+
+    When the read cannot finish in time, the eras not seen yet count as continued: replaying an
+    era too many is safe, leaving one out is not.
+    """
+    seen: set[EraId] = set()
+    read = BoundedRead(consumer, {tp: (start, end)}, timeout=60)
+    with closing(iter(read)) as messages:
+        for msg in messages:
+            head = _envelope(tp[0], msg.value())
+            if head is not None and head[0] in eras:
+                seen.add(head[0])
+                if seen == eras:
+                    return seen
+    return seen | eras if read.unfinished else seen
+
+
+def _envelope(topic: str, value: bytes | None) -> tuple[EraId, int, bool] | None:
     """((run id, era key), chunk index, last) of an era chunk or feature batch; None if undecodable."""
     decode = decode_era_chunk if topic in (ERAS_RAW, ERAS_CLEAN) else decode_feature_batch
     try:

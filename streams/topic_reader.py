@@ -106,7 +106,8 @@ class BoundedRead:
         todo = {tp: span for tp, span in self.spans.items() if span[0] < span[1]}
         if not todo:
             return
-        self.consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _) in todo.items()])
+        assigned = [TopicPartition(t, p, start) for (t, p), (start, _) in todo.items()]
+        self.consumer.assign(assigned)
         sizes: dict[TP, int] = defaultdict(int)
         deadline = time.monotonic() + self.timeout
 
@@ -142,4 +143,7 @@ class BoundedRead:
                         finish(tp)
             self.unfinished.update(todo)
         finally:
+            # librdkafka keeps a partition paused across unassign(): resume first, or the next
+            # read of it on this consumer gets nothing and runs into its timeout
+            self.consumer.resume(assigned)
             self.consumer.unassign()

@@ -71,6 +71,8 @@ def test_a_group_behind_the_start_is_not_moved_past_unprocessed_records(settings
     create_topics(admin_client(settings), settings.topic_partitions)
     run_id = f"guard-{unique}"
     group = replay_group("preprocess", run_id)
+    # an era abandoned after its chunk 0, all before the time: it must not pull the start back
+    _send(settings, 1, [_chunk(f"gh_{unique}:abandoned", 0, False, "2024-04-30", "r")])
     before = _ends(settings, ERAS_RAW)
     _commit(settings, group, before)  # the group stands before the early era: it has not processed it
     early = _send(settings, 1, [_chunk(f"gh_{unique}:early", 0, True, "2024-05-01", "r")])
@@ -103,16 +105,19 @@ def test_a_backfill_from_a_time_starts_at_the_first_chunk_of_an_era_spanning_it(
     create_topics(admin_client(settings), settings.topic_partitions)
     run_id = f"span-{unique}"
     clean_before = _ends(settings, ERAS_CLEAN)
-    done, spanning, later = (f"gh_{unique}:{n}" for n in ("done", "spanning", "later"))
-    # done: wholly before the time; spanning: chunks 0 and 1 before it, 2 after; later: wholly after
-    first = _send(settings, 2, [_chunk(done, 0, False, "2024-06-01", "orig"), _chunk(spanning, 0, False, "2024-06-02", "orig"),
+    abandoned, done, spanning, later = (f"gh_{unique}:{n}" for n in ("abandoned", "done", "spanning", "later"))
+    # abandoned: chunk 0 before the time and never another; done: wholly before the time;
+    # spanning: chunks 0 and 1 before it, 2 after; later: wholly after
+    first = _send(settings, 2, [_chunk(abandoned, 0, False, "2024-05-31", "orig"),
+                                _chunk(done, 0, False, "2024-06-01", "orig"), _chunk(spanning, 0, False, "2024-06-02", "orig"),
                                 _chunk(done, 1, True, "2024-06-01", "orig"), _chunk(spanning, 1, False, "2024-06-02", "orig")])
     at = _pause_clock()
     second = _send(settings, 2, [_chunk(spanning, 2, True, "2024-06-02", "orig"), _chunk(later, 0, True, "2024-06-03", "orig")])
 
     plan = plan_replay(settings, "preprocess", at, run_id)
     starts = {tp.partition: tp.offset for tp in plan.start}
-    assert starts[2] == first[1], f"expected the spanning era's chunk 0 at {first[1]}, not the time's offset {second[0]}"
+    assert starts[2] == first[2], (f"expected the spanning era's chunk 0 at {first[2]}: not the time's offset "
+                                   f"{second[0]}, nor the abandoned era's chunk at {first[0]}")
 
     # the stage replays both eras that have data after the time, the spanning one whole; not the finished one
     run_stage(settings, "preprocess", group_id=plan.group_id, run_id=run_id, until=CaughtUp(settings, plan))
