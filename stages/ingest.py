@@ -14,6 +14,14 @@ Input rules (decided here, see docs/stages.md):
   timestamp is missing or unparseable, a sensor cell is text that is not a number, its
   ``compartment_id`` is empty or contains ``:`` (the era key separator), or (CSV) it has more
   fields than the header.
+* A timestamp outside what ``datetime64[ns]`` holds (before 1677-09-21 or after
+  2262-04-11) makes its row bad ("out of range"), with its line.
+* ``inf``/``-inf`` cells are missing values too; ``SensorTable.warnings`` says so per column
+  with the count.
+* Column names are stripped of spaces; two columns with the same stripped name (``temp``
+  and `` temp ``) make the file fail. Names the pipeline uses itself (``RESERVED_COLUMNS``:
+  era label columns, the feature stage's long-form columns; any case) cannot name a column
+  other than ``timestamp``/``compartment_id`` themselves.
 * ``BadRow.line`` is the 1-based physical line (header = line 1). For Parquet there are no
   lines: data row *i* (0-based) is reported as line ``i + 2``, the line it would have in a
   CSV export with a header. A quoted CSV field spanning several lines shifts the numbering.
@@ -25,20 +33,26 @@ import csv
 import gzip
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.durations import fixed_duration
+from stages.preprocess import MAX_GRID_POINTS, grid_slots
 
 TIMESTAMP = "timestamp"
 COMPARTMENT = "compartment_id"
 KEY_SEPARATOR = ":"
 ERA_ID_FORMAT = "%Y-%m-%dT%H:%M:%S"
 LABEL_COLUMNS = ("era_id", "compartment_id", "start_time", "end_time")
+LONG_FORM_COLUMNS = ("_sensor", "_value")  # the tsfresh stage's long-form id and value columns
+RESERVED_COLUMNS = frozenset({TIMESTAMP, *LABEL_COLUMNS, *LONG_FORM_COLUMNS})
+TS_MIN, TS_MAX = pd.Timestamp.min, pd.Timestamp.max  # what datetime64[ns] holds
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _SKIPPED_LINE = re.compile(r"Skipping line (\d+): (.*)")
 
@@ -76,6 +90,8 @@ class SensorTable:
     sensors: list[str]
     bad_rows: list[BadRow]
     ignored_columns: list[str] = field(default_factory=list)  # non-numeric, not sensors
+    warnings: list[str] = field(default_factory=list)  # file-level notes, each naming the file
+    lines: np.ndarray | None = None  # each frame row's physical line (see BadRow.line)
 
 
 # --------------------------------------------------------------------------- reading
@@ -110,6 +126,36 @@ def _one_extra_field_lines(path: Path, gz: bool, n_fields: int) -> dict[int, str
     return found
 
 
+def _csv_header(path: Path, gz: bool) -> list[str]:
+    """The header line's fields as written (pandas renames a repeated name to ``name.1``)."""
+    opener = gzip.open if gz else open
+    with opener(path, "rt", newline="") as fh:
+        return next(csv.reader(fh), [])
+
+
+def _check_duplicates(name: str, header: list[str]) -> None:
+    """InputError for two columns with the same name once spaces are stripped."""
+    positions: dict[str, list[int]] = {}
+    for i, col in enumerate(header):
+        if str(col).strip():
+            positions.setdefault(str(col).strip(), []).append(i)
+    dupes = {col: where for col, where in positions.items() if len(where) > 1}
+    if dupes:
+        shown = "; ".join(f"'{col}' in columns {', '.join(str(i + 1) for i in where)} "
+                          f"({', '.join(repr(str(header[i])) for i in where)})" for col, where in dupes.items())
+        raise InputError(f"{name}: duplicate column names (after stripping spaces): {shown}")
+
+
+def _check_reserved(name: str, columns: list[str]) -> None:
+    """InputError for a column named like one the pipeline uses itself (any case)."""
+    clash = [col for col in columns if col.lower() in RESERVED_COLUMNS and col not in (TIMESTAMP, COMPARTMENT)]
+    if clash:
+        raise InputError(
+            f"{name}: column name(s) {', '.join(repr(c) for c in clash)} clash with names the pipeline uses "
+            f"itself ({', '.join(sorted(RESERVED_COLUMNS - {TIMESTAMP, COMPARTMENT}))}, and '{TIMESTAMP}'/"
+            f"'{COMPARTMENT}' in another case): rename them (eras come from --eras or --era-length, not a column)")
+
+
 def _read_csv_text(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
     """All cells as strings (NA markers -> NaN), each row's physical line, malformed lines.
 
@@ -139,6 +185,7 @@ def _read_csv_text(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
             for line, reason in _SKIPPED_LINE.findall(text):
                 skipped[int(line)] = f"malformed line: {reason.strip()}"
         extra = _one_extra_field_lines(path, gz, raw.shape[1]) if truncated else {}
+        header = _csv_header(path, gz)
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"{name}: no rows (empty file)") from exc
     except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as exc:
@@ -152,38 +199,106 @@ def _read_csv_text(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
     drop = raw.isna().all(axis=1).to_numpy() | np.isin(lines, list(extra))  # blank or truncated
     raw = raw.loc[~drop].reset_index(drop=True)
     bad = [BadRow(name, line, reason) for line, reason in sorted({**skipped, **extra}.items())]
+    _check_duplicates(name, header)
     return raw, lines[~drop], bad
 
 
 def _read_parquet(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     try:
-        frame = pq.read_table(path).to_pandas()
+        table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise InputError(f"{path}: unreadable Parquet: {exc}") from exc
+    _check_duplicates(str(path), table.column_names)
+    try:
+        frame = table.to_pandas()
+    except Exception as exc:
         raise InputError(f"{path}: unreadable Parquet: {exc}") from exc
     return frame.reset_index(drop=True), np.arange(2, 2 + len(frame))
 
 
-def _parse_timestamps(column: pd.Series) -> pd.Series:
-    """ISO 8601 -> tz-naive UTC datetime64[ns]; unparseable -> NaT."""
+def _parse_timestamps(column: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """ISO 8601 -> tz-naive UTC datetime64[ns], unparseable -> NaT; and a mask of the ones
+    that parsed but lie outside what datetime64[ns] holds (also NaT in the result)."""
     if isinstance(column.dtype, pd.DatetimeTZDtype):
-        ts = column.dt.tz_convert("UTC")
+        ts = column.dt.tz_convert("UTC").dt.tz_localize(None)
     elif pd.api.types.is_datetime64_dtype(column.dtype):
-        ts = column.dt.tz_localize("UTC")
+        ts = column
     else:
         text = column.astype("str").where(column.notna())
-        ts = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    return ts.dt.tz_localize(None).astype("datetime64[ns]")
+        ts = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601").dt.tz_localize(None)
+    out_of_range = ts.notna() & ((ts < TS_MIN) | (ts > TS_MAX))
+    return ts.where(~out_of_range).astype("datetime64[ns]"), out_of_range
 
 
-def _numeric(column: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """float64 values and a mask of cells that held something but not a number."""
-    if pd.api.types.is_bool_dtype(column.dtype) or pd.api.types.is_numeric_dtype(column.dtype):
-        values = column.astype("float64")
-        return values, pd.Series(False, index=column.index)
+def _out_of_range_reason(column: pd.Series) -> pd.Series:
+    return "timestamp " + column.astype("str").str.strip() + (
+        f" out of range (supported: {TS_MIN:%Y-%m-%d} to {TS_MAX:%Y-%m-%d})")
+
+
+def _text_to_float(column: pd.Series, fast_only: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    """Text cells -> float64 (spaces stripped; "" and NA -> NaN) and a mask of cells that held
+    something but not a number. Arrow's cast first (fast, but it fails on the first
+    non-number), then pandas' to_numeric(errors="coerce"); None if ``fast_only`` and it failed."""
+    try:
+        text = pc.utf8_trim_whitespace(pa.array(column, type=pa.string(), from_pandas=True))
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+        return values, np.zeros(len(values), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if fast_only:
+            return None
     text = column.where(column.isna(), column.astype("str").str.strip())
     text = text.where(text != "")
-    values = pd.to_numeric(text, errors="coerce").astype("float64")
-    return values, text.notna() & values.isna()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return values, text.notna().to_numpy() & np.isnan(values)
+
+
+def _numeric(raw: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values (rows x columns) and a mask of cells that held something but not a number.
+
+    The text columns go through one flat cast, column by column only when that meets a
+    non-number: a pandas call per column costs about 1 ms, which made a file with 6,000
+    sensor columns take minutes.
+    """
+    values = np.full((len(raw), len(columns)), np.nan)
+    not_number = np.zeros(values.shape, dtype=bool)
+    numeric = [i for i, c in enumerate(columns)
+               if pd.api.types.is_bool_dtype(raw[c].dtype) or pd.api.types.is_numeric_dtype(raw[c].dtype)]
+    text_at = [i for i in range(len(columns)) if i not in set(numeric)]
+    if numeric:
+        values[:, numeric] = raw[[columns[i] for i in numeric]].astype("float64").to_numpy(dtype="float64", na_value=np.nan)
+    if not text_at or len(raw) == 0:
+        return values, not_number
+    flat = _text_to_float(pd.concat([raw[columns[i]] for i in text_at], ignore_index=True), fast_only=True)
+    if flat is not None:
+        values[:, text_at] = flat[0].reshape((len(text_at), len(raw))).T
+        return values, not_number
+    for i in text_at:
+        values[:, i], not_number[:, i] = _text_to_float(raw[columns[i]])
+    return values, not_number
+
+
+def _line_ranges(lines: np.ndarray, limit: int = 4) -> str:
+    """[2, 3, 4, 9] -> "lines 2-4, 9"; the first ``limit`` runs, then how many lines in all."""
+    runs: list[list[int]] = []
+    for line in sorted(int(x) for x in lines):
+        if runs and line == runs[-1][1] + 1:
+            runs[-1][1] = line
+        else:
+            runs.append([line, line])
+    shown = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs[:limit])
+    more = f", ... ({len(lines):,} lines)" if len(runs) > limit else ""
+    return ("line " if len(lines) == 1 else "lines ") + shown + more
+
+
+def _span(td: pd.Timedelta) -> str:
+    """A duration for messages: 1.5 ms, 42 s, 23:00:00, 3 days 02:00:00."""
+    td = pd.Timedelta(td)
+    if td < pd.Timedelta(seconds=1):
+        return f"{td.value / 1e6:g} ms"
+    if td < pd.Timedelta(minutes=1):
+        return f"{td.total_seconds():g} s"
+    return str(td).removeprefix("0 days ")
 
 
 def _describe(bad: list[BadRow], limit: int = 3) -> str:
@@ -214,6 +329,7 @@ def read_sensor_file(path: str | Path, default_compartment: str = "default") -> 
     else:
         raw, lines, bad = _read_csv_text(p)
     raw.columns = [str(c).strip() for c in raw.columns]
+    _check_reserved(name, list(raw.columns))
 
     if TIMESTAMP not in raw.columns:
         raise InputError(f"{name}: no '{TIMESTAMP}' column (columns: {', '.join(raw.columns)})")
@@ -222,13 +338,15 @@ def read_sensor_file(path: str | Path, default_compartment: str = "default") -> 
 
     row_bad = pd.Series("", index=raw.index, dtype="str")  # first reason per row, "" = good
 
-    def flag(mask: pd.Series, reason: str) -> None:
+    def flag(mask: pd.Series, reason: str | pd.Series) -> None:
         nonlocal row_bad
         row_bad = row_bad.where(~(mask & (row_bad == "")), reason)
 
-    timestamps = _parse_timestamps(raw[TIMESTAMP])
+    timestamps, out_of_range = _parse_timestamps(raw[TIMESTAMP])
     missing_ts = raw[TIMESTAMP].isna()
     flag(missing_ts, "missing timestamp")
+    if out_of_range.any():
+        flag(out_of_range, _out_of_range_reason(raw[TIMESTAMP]))
     flag(timestamps.isna() & ~missing_ts, "unparseable timestamp")
 
     if COMPARTMENT in raw.columns:
@@ -238,21 +356,20 @@ def read_sensor_file(path: str | Path, default_compartment: str = "default") -> 
     else:
         comp = pd.Series(default_compartment, index=raw.index, dtype="str")
 
-    sensors: list[str] = []
-    ignored: list[str] = []
-    values: dict[str, pd.Series] = {}
-    for col in raw.columns:
-        if col in (TIMESTAMP, COMPARTMENT):
-            continue
-        vals, not_number = _numeric(raw[col])
-        if vals.notna().any():
-            sensors.append(col)
-            values[col] = vals
-            flag(not_number, f"non-numeric value in '{col}'")
-        else:
-            ignored.append(col)
+    candidates = [c for c in raw.columns if c not in (TIMESTAMP, COMPARTMENT)]
+    values, not_number = _numeric(raw, candidates)
+    is_sensor = (~np.isnan(values)).any(axis=0)
+    sensors = [c for c, keep in zip(candidates, is_sensor) if keep]
+    ignored = [c for c, keep in zip(candidates, is_sensor) if not keep]
     if not sensors:
         raise InputError(f"{name}: no sensor columns (no column besides timestamp/compartment_id holds numbers)")
+    values, not_number = values[:, is_sensor], not_number[:, is_sensor]
+    text_rows = not_number.any(axis=1)
+    if text_rows.any():
+        reasons = pd.Series("", index=raw.index, dtype="str")
+        first = not_number[text_rows].argmax(axis=1)
+        reasons[text_rows] = [f"non-numeric value in '{sensors[i]}'" for i in first]
+        flag(pd.Series(text_rows, index=raw.index), reasons)
 
     bad_mask = (row_bad != "").to_numpy()
     bad += [BadRow(name, int(line), str(reason)) for line, reason in zip(lines[bad_mask], row_bad[bad_mask])]
@@ -260,10 +377,18 @@ def read_sensor_file(path: str | Path, default_compartment: str = "default") -> 
     if bad_mask.all():
         raise InputError(f"{name}: every row is bad: {_describe(bad)}")
 
+    infinite = np.isinf(values) & ~bad_mask[:, None]
+    notes = [f"{name}: column '{sensors[i]}': {int(n):,} infinite value(s) (inf/-inf) taken as missing"
+             for i, n in enumerate(infinite.sum(axis=0)) if n]
+    values[np.isinf(values)] = np.nan
+
     frame = pd.DataFrame({TIMESTAMP: timestamps, COMPARTMENT: comp.astype("str")})
-    frame = pd.concat([frame, pd.DataFrame(values)], axis=1).loc[~bad_mask]
-    frame = frame.sort_values([COMPARTMENT, TIMESTAMP], kind="stable").reset_index(drop=True)
-    return SensorTable(path=name, frame=frame, sensors=sensors, bad_rows=bad, ignored_columns=ignored)
+    frame = pd.concat([frame, pd.DataFrame(values, columns=sensors, index=raw.index)], axis=1).loc[~bad_mask]
+    frame = frame.reset_index(drop=True)
+    order = frame.sort_values([COMPARTMENT, TIMESTAMP], kind="stable").index.to_numpy()
+    frame = frame.iloc[order].reset_index(drop=True)
+    return SensorTable(path=name, frame=frame, sensors=sensors, bad_rows=bad, ignored_columns=ignored,
+                       warnings=notes, lines=lines[~bad_mask][order])
 
 
 # --------------------------------------------------------------------------- era labels
@@ -302,8 +427,8 @@ def read_era_labels(path: str | Path) -> list[EraSpec]:
 
     eras: list[EraSpec] = []
     seen: dict[tuple[str, str], int] = {}
-    starts = _parse_timestamps(raw["start_time"])
-    ends = _parse_timestamps(raw["end_time"])
+    starts, start_out = _parse_timestamps(raw["start_time"])
+    ends, end_out = _parse_timestamps(raw["end_time"])
     for i, row in raw.iterrows():
         line = int(lines[i])
         era_id = str(row["era_id"]).strip() if pd.notna(row["era_id"]) else ""
@@ -314,6 +439,9 @@ def read_era_labels(path: str | Path) -> list[EraSpec]:
         if KEY_SEPARATOR in comp:
             raise InputError(f"{where}: compartment_id '{comp}' must not contain ':'")
         start, end = starts.iloc[i], ends.iloc[i]
+        if start_out.iloc[i] or end_out.iloc[i]:
+            raise InputError(f"{where}: era '{era_id}': start_time/end_time out of range "
+                             f"(supported: {TS_MIN:%Y-%m-%d} to {TS_MAX:%Y-%m-%d})")
         if pd.isna(start) or pd.isna(end):
             raise InputError(f"{where}: era '{era_id}': unparseable start_time/end_time")
         if end <= start:
@@ -390,6 +518,85 @@ def unassigned_rows(table: pd.DataFrame, eras: list[EraSpec]) -> int:
     """How many rows of ``table`` fall in no era of ``eras`` (what assign_eras drops)."""
     _, slices = _era_slices(table, eras)
     return len(table) - sum(hi - lo for _, lo, hi in slices)
+
+
+# --------------------------------------------------------------------------- checks on a read table
+
+
+def _table_lines(table: SensorTable) -> np.ndarray:
+    return table.lines if table.lines is not None else np.arange(2, 2 + len(table.frame))
+
+
+def unassigned_explained(table: SensorTable, eras: list[EraSpec]) -> list[str]:
+    """Why rows of ``table`` fall in no labelled era, one message per compartment naming the
+    file and the lines: the labels have no era for the compartment, or the rows' timestamps
+    lie outside (before, after or between) its eras."""
+    ordered, slices = _era_slices(table.frame, eras)  # table.frame is sorted the same way
+    covered = np.zeros(len(ordered), dtype=bool)
+    for _, lo, hi in slices:
+        covered[lo:hi] = True
+    if covered.all():
+        return []
+    lines = _table_lines(table)
+    labelled = sorted({e.compartment_id for e in eras})
+    out = []
+    for comp in pd.unique(ordered[COMPARTMENT].to_numpy()[~covered]):
+        rows = np.flatnonzero(~covered & (ordered[COMPARTMENT].to_numpy() == comp))
+        where = f"{table.path}: {len(rows):,} row(s) of compartment '{comp}' ({_line_ranges(lines[rows])}) are in no era"
+        own = sorted((e for e in eras if e.compartment_id == comp), key=lambda e: e.start)
+        if not own:
+            out.append(f"{where}: the era labels have no era for compartment '{comp}' "
+                       f"(they label: {', '.join(labelled) or 'none'})")
+            continue
+        ts = ordered[TIMESTAMP].iloc[rows]
+        out.append(f"{where}: their timestamps ({ts.min()} .. {ts.max()}) lie outside its {len(own)} labelled "
+                   f"era(s), which cover {own[0].start} .. {max(e.end for e in own)} (each end exclusive)")
+    return out
+
+
+def grid_warnings(table: SensorTable, eras: list[EraSpec] | None, era_length: str = "1D") -> list[str]:
+    """For each era of ``table`` whose rows would make preprocess's regular grid pass
+    MAX_GRID_POINTS (a tiny sampling step, e.g. microsecond jitter, over a long span): a
+    warning naming the file and the line where a gap of that step first occurs. Preprocess
+    rejects such an era (it is dead-lettered); ingest still publishes it with the others."""
+    eras = fixed_eras(table.frame, era_length) if eras is None else eras
+    ordered, slices = _era_slices(table.frame, sorted(eras, key=lambda e: (e.compartment_id, e.start)))
+    lines = _table_lines(table)
+    ts_all = ordered[TIMESTAMP].to_numpy()
+    out = []
+    for era, lo, hi in slices:
+        if hi - lo < 2:
+            continue
+        slots, step = grid_slots(pd.Series(ts_all[lo:hi]))
+        points = int(slots.max()) + 1
+        if points <= MAX_GRID_POINTS:
+            continue
+        gaps = np.diff(ts_all[lo:hi]).astype("int64")
+        first = lo + 1 + int(np.flatnonzero(gaps == step.value)[0])
+        out.append(f"{table.path}:{int(lines[first])}: era {era.key}: readings {_span(step)} apart (the era's sampling step; "
+                   f"the first such gap ends at this line) over {_span(pd.Timestamp(ts_all[hi - 1]) - pd.Timestamp(ts_all[lo]))} "
+                   f"make a {points:,}-point grid (limit {MAX_GRID_POINTS:,}): preprocess will reject this era "
+                   f"(dead letter); the other eras are not affected")
+    return out
+
+
+def reject_future_rows(table: SensorTable, now: pd.Timestamp, horizon: pd.Timedelta) -> SensorTable:
+    """The table without rows stamped more than ``horizon`` after ``now``; those become bad rows.
+
+    A follower keeps a watermark per compartment: one row from year 2999 would close every
+    era of its compartment and make all later, real rows late. InputError if no row is left.
+    """
+    future = (table.frame[TIMESTAMP] > now + horizon).to_numpy()
+    if not future.any():
+        return table
+    lines = _table_lines(table)
+    reason = f"more than {_span(horizon)} ahead of the clock ({now:%Y-%m-%d %H:%M:%S} UTC): rejected, it would move the watermark"
+    bad = sorted([*table.bad_rows, *(BadRow(table.path, int(line), f"timestamp {ts} {reason}")
+                                     for line, ts in zip(lines[future], table.frame[TIMESTAMP][future]))],
+                 key=lambda b: b.line)
+    if future.all():
+        raise InputError(f"{table.path}: every row is bad: {_describe(bad)}")
+    return replace(table, frame=table.frame.loc[~future].reset_index(drop=True), bad_rows=bad, lines=lines[~future])
 
 
 # --------------------------------------------------------------------------- chunking

@@ -41,6 +41,20 @@ def sampling_step(timestamps: pd.Series) -> pd.Timedelta:
     return pd.Timedelta(int(diffs[(len(diffs) - 1) // 2]), unit="ns")
 
 
+def grid_slots(timestamps: pd.Series) -> tuple[np.ndarray, pd.Timedelta]:
+    """Each timestamp's grid point (``slots.max() + 1`` points in all) and the grid step.
+
+    Ingest calls this too, to warn about an era whose grid would pass MAX_GRID_POINTS.
+    """
+    ts = pd.Series(timestamps).astype("datetime64[ns]")
+    origin = ts.min()
+    if ts.nunique() <= 1:
+        return np.zeros(len(ts), dtype="int64"), pd.Timedelta(0)
+    step = sampling_step(ts)
+    offsets = (ts - origin).to_numpy().astype("int64")
+    return np.floor(offsets / step.value + 0.5).astype("int64"), step  # nearest grid point
+
+
 def is_binary(name: str, values: pd.Series) -> bool:
     """Named binary, or every non-NaN value is 0 or 1 (and there is at least one)."""
     if name in BINARY_SENSORS:
@@ -68,13 +82,7 @@ def preprocess_era(
     binary = [s for s in sensors if is_binary(s, data[s])]
 
     origin = data[TIMESTAMP].min()
-    if data[TIMESTAMP].nunique() == 1:
-        slots = np.zeros(len(data), dtype="int64")
-        step = pd.Timedelta(0)
-    else:
-        step = sampling_step(data[TIMESTAMP])
-        offsets = (data[TIMESTAMP] - origin).to_numpy().astype("int64")
-        slots = np.floor(offsets / step.value + 0.5).astype("int64")  # nearest grid point
+    slots, step = grid_slots(data[TIMESTAMP])
     n_points = int(slots.max()) + 1
     if n_points > MAX_GRID_POINTS:
         raise ValueError(

@@ -25,6 +25,7 @@ from tsfresh.feature_extraction import (
 )
 from tsfresh.utilities.distribution import MultiprocessingDistributor, initialize_warnings_in_workers
 
+from stages.ingest import LONG_FORM_COLUMNS
 from stages.worker_pool import one_blas_thread_per_worker, worker_context
 
 TIMESTAMP = "timestamp"
@@ -34,10 +35,10 @@ _FC_PARAMETERS = {
     "efficient": EfficientFCParameters,
     "comprehensive": ComprehensiveFCParameters,
 }
-# Internal long-form column names, chosen not to clash with sensor names such as "value";
-# tsfresh names its output columns "<column_value>__<feature>".
-_ID = "_sensor"
-_KIND = "_value"
+# Internal long-form column names, chosen not to clash with sensor names such as "value"
+# (ingest refuses sensors named like them); tsfresh names its output columns
+# "<column_value>__<feature>".
+_ID, _KIND = LONG_FORM_COLUMNS
 _NAME_PROBE_LENGTH = 40  # long enough that no calculator skips, short enough to be quick
 
 

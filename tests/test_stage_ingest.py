@@ -15,7 +15,10 @@ from stages.ingest import (
     assign_eras,
     chunk_rows,
     read_era_labels,
+    grid_warnings,
     read_sensor_file,
+    reject_future_rows,
+    unassigned_explained,
     unassigned_rows,
 )
 
@@ -124,6 +127,103 @@ def test_text_column_is_ignored_not_a_sensor(tmp_path):
     table = read_sensor_file(write(tmp_path, "s.csv", text))
     assert table.sensors == ["x"] and table.ignored_columns == ["note"]
     assert "note" not in table.frame.columns and table.bad_rows == []
+
+
+def test_timestamps_outside_the_datetime_range_are_bad_rows_with_their_line(tmp_path):
+    path = write(tmp_path, "far.csv", "timestamp,a\n2024-03-01 00:00,1\n2262-05-01 00:00,2\n1500-01-01,3\n2024-03-01 00:01,4\n")
+    table = read_sensor_file(path)
+    assert [(b.line, "out of range" in b.reason) for b in table.bad_rows] == [(3, True), (4, True)]
+    assert "2262-05-01" in str(table.bad_rows[0]) and str(table.bad_rows[0]).startswith(f"{path}:3:")
+    assert table.frame["a"].tolist() == [1.0, 4.0]
+
+
+def test_era_label_outside_the_datetime_range_names_its_line(tmp_path):
+    path = write(tmp_path, "eras.csv", "era_id,compartment_id,start_time,end_time\n"
+                 "a,gh1,2024-03-01,2024-03-02\nb,gh1,2024-03-02,2300-01-01\n")
+    with pytest.raises(InputError, match=r"eras.csv:3: era 'b': .*out of range"):
+        read_era_labels(path)
+
+
+@pytest.mark.parametrize("header", ["temp, temp ", "temp,temp"])
+def test_duplicate_column_names_after_trimming_fail_naming_the_columns(tmp_path, header):
+    path = write(tmp_path, "dup.csv", f"timestamp,{header},rh\n2024-03-01 00:00,1,2,3\n")
+    with pytest.raises(InputError, match="duplicate column") as info:
+        read_sensor_file(path)
+    assert str(path) in str(info.value) and "'temp' in columns 2, 3" in str(info.value)
+
+
+def test_duplicate_columns_in_parquet_fail_too(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table([pa.array(["2024-03-01 00:00"]), pa.array([1.0]), pa.array([2.0])], names=["timestamp", "temp", "temp "])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(InputError, match="duplicate column.*'temp'"):
+        read_sensor_file(tmp_path / "dup.parquet")
+
+
+@pytest.mark.parametrize("column", ["era_id", "start_time", "_value", "_sensor", "TIMESTAMP", "Era_ID"])
+def test_columns_named_like_the_pipelines_own_fail(tmp_path, column):
+    path = write(tmp_path, "clash.csv", f"timestamp,{column},a\n2024-03-01 00:00,1,2\n")
+    with pytest.raises(InputError, match="clash with names the pipeline uses") as info:
+        read_sensor_file(path)
+    assert str(path) in str(info.value) and repr(column) in str(info.value)
+
+
+def test_infinite_values_are_missing_and_counted_per_column(tmp_path):
+    path = write(tmp_path, "inf.csv", "timestamp,a,b,c\n2024-03-01 00:00,inf,1,1\n"
+                 "2024-03-01 00:01,-inf,Infinity,2\n2024-03-01 00:02,3,4,3\n")
+    table = read_sensor_file(path)
+    assert table.bad_rows == []
+    assert np.isnan(table.frame["a"].iloc[:2]).all() and np.isnan(table.frame["b"].iloc[1])
+    assert table.frame["a"].iloc[2] == 3.0 and np.isfinite(table.frame[["a", "b", "c"]].to_numpy()[2]).all()
+    assert table.warnings == [f"{path}: column 'a': 2 infinite value(s) (inf/-inf) taken as missing",
+                              f"{path}: column 'b': 1 infinite value(s) (inf/-inf) taken as missing"]
+
+
+def test_a_text_cell_among_thousands_of_numeric_columns_is_still_a_bad_row(tmp_path):
+    """The flat cast of all columns fails on one text cell; the row is found column by column."""
+    cols = [f"s{i}" for i in range(2000)]
+    rows = [",".join(["2024-03-01 00:0%d" % r] + [str(r + i / 10) for i in range(2000)]) for r in range(3)]
+    rows[1] = rows[1].replace(",1.5,", ",warm,", 1)  # s5 of line 3
+    path = write(tmp_path, "wide.csv", "timestamp," + ",".join(cols) + ",note\n" + "\n".join(r + ",x" for r in rows) + "\n")
+    table = read_sensor_file(path)
+    assert [(b.line, b.reason) for b in table.bad_rows] == [(3, "non-numeric value in 's5'")]
+    assert len(table.sensors) == 2000 and table.ignored_columns == ["note"]
+    assert table.frame["s1999"].tolist() == [199.9, 201.9]
+
+
+def test_rows_in_no_labelled_era_are_explained_with_file_and_lines(tmp_path):
+    path = write(tmp_path, "d.csv", "timestamp,compartment_id,a\n2024-01-01 00:00,gh1,1\n2024-01-01 00:01,gh1,2\n"
+                 "2024-03-01 00:01,gh1,2\n2024-01-01 00:00,gh9,1\n")
+    eras = [EraSpec("gh1", "x", pd.Timestamp("2024-03-01"), pd.Timestamp("2024-03-02")),
+            EraSpec("gh2", "y", pd.Timestamp("2024-03-01"), pd.Timestamp("2024-03-02"))]
+    gh1, gh9 = unassigned_explained(read_sensor_file(path), eras)
+    assert gh1.startswith(f"{path}: 2 row(s) of compartment 'gh1' (lines 2-3) are in no era")
+    assert "outside its 1 labelled era(s), which cover 2024-03-01 00:00:00 .. 2024-03-02 00:00:00" in gh1
+    assert gh9.startswith(f"{path}: 1 row(s) of compartment 'gh9' (line 5)") and "no era for compartment 'gh9'" in gh9
+    assert unassigned_explained(read_sensor_file(path), [*eras, EraSpec("gh1", "z", pd.Timestamp("2024-01-01"),
+                                pd.Timestamp("2024-01-02")), EraSpec("gh9", "z", pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-02"))]) == []
+
+
+def test_an_era_whose_grid_would_explode_is_named_with_its_line(tmp_path):
+    ts = [*pd.date_range("2024-03-05 00:00", periods=10, freq="1ms"), pd.Timestamp("2024-03-05 23:00")]
+    rows = "".join(f"{t.isoformat()},{i}\n" for i, t in enumerate(ts))
+    path = write(tmp_path, "jitter.csv", "timestamp,a\n2024-03-04 00:00,1\n2024-03-04 00:01,2\n" + rows)
+    table = read_sensor_file(path)
+    (warning,) = grid_warnings(table, None, "1D")  # the day before is a normal 1-minute era
+    assert warning.startswith(f"{path}:5: era default:2024-03-05T00:00:00: readings 1 ms apart")
+    assert "82,800,001-point grid (limit 50,000,000)" in warning
+    assert grid_warnings(table, None, "1h") == []  # hour eras: the jittered hour spans 9 ms
+
+
+def test_rows_far_ahead_of_the_clock_become_bad_rows(tmp_path):
+    path = write(tmp_path, "f.csv", "timestamp,a\n2024-03-01 00:00,1\n2100-01-01 00:00,2\n2024-03-01 00:01,3\n")
+    table = reject_future_rows(read_sensor_file(path), pd.Timestamp("2024-03-01 12:00"), pd.Timedelta("1D"))
+    assert [(b.line, "ahead of the clock" in b.reason) for b in table.bad_rows] == [(3, True)]
+    assert table.frame["a"].tolist() == [1.0, 3.0] and table.lines.tolist() == [2, 4]
+    with pytest.raises(InputError, match="every row is bad"):
+        reject_future_rows(read_sensor_file(path), pd.Timestamp("2000-01-01"), pd.Timedelta("1D"))
 
 
 def test_missing_file(tmp_path):
