@@ -10,7 +10,11 @@ _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 def frame_to_ipc(frame: pd.DataFrame) -> bytes:
     """Serialise without the index; zstd keeps feature names and repeated keys small."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table_to_ipc(pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def table_to_ipc(table: pa.Table) -> bytes:
+    """An Arrow table (e.g. a slice of a converted frame) as an IPC stream."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_table(table)

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from streams.settings import Settings, SettingsError, load_settings
 
@@ -264,7 +265,7 @@ def ingest(
     With --follow, PATH is a landing directory: each new file is published once (remembered across restarts under DATA_DIR/follow/); eras stay open across files and close when data past their end arrives or their end passes by the grace period.
     """
     from stages.ingest import InputError
-    from streams.ingest import publish
+    from streams.ingest import NothingIngested, publish
 
     cfg = settings()
     _logging(cfg)
@@ -277,6 +278,10 @@ def ingest(
             task = progress.add_task("publishing eras", total=None)
             report = publish(cfg, path, eras, era_length, progress=lambda what, done, total, detail="": progress.update(
                 task, completed=done, total=total, description=f"publishing eras ({detail})"))
+    except NothingIngested as exc:
+        _print_ingest(exc.report)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except InputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -317,11 +322,13 @@ def _print_ingest(report) -> None:
         f"{report.bytes / 1e6:.2f} MB in {report.seconds:.2f} s ({report.mb_per_s:.1f} MB/s)"
     )
     for bad in report.bad_rows[:20]:
-        console.print(f"[yellow]bad row[/yellow] {bad.path}:{bad.line}: {bad.reason}")
+        console.print(f"[yellow]bad row[/yellow] {escape(str(bad))}", highlight=False, soft_wrap=True)
     if len(report.bad_rows) > 20:
         console.print(f"[yellow]... {len(report.bad_rows) - 20} more bad rows[/yellow]")
     if report.bad_rows:
         console.print(f"[yellow]{len(report.bad_rows)} bad row(s) skipped[/yellow]")
+    for text in report.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
     for path, why in report.failed.items():
         console.print(f"[red]file failed, nothing of it published:[/red] {why}")
 
@@ -345,6 +352,7 @@ def run(
     the broker the run started.
     """
     from stages.ingest import InputError
+    from streams.ingest import NothingIngested
     from streams.local_run import RunFailed, RunInterrupted, interruptible, run_local
 
     cfg = settings()
@@ -356,6 +364,10 @@ def run(
     except RunInterrupted as exc:
         console.print(f"[yellow]interrupted ({exc}): stages stopped[/yellow]")
         raise typer.Exit(128 + exc.signum) from None
+    except NothingIngested as exc:
+        _print_ingest(exc.report)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except (InputError, RunFailed) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -16,7 +16,10 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from schemas.codec import EraChunk, encode_era_chunk
-from stages.ingest import BadRow, EraSpec, InputError, SensorTable, assign_eras, read_era_labels, read_sensor_file
+from stages.ingest import (
+    BadRow, EraSpec, InputError, SensorTable, assign_eras, grid_warnings, read_era_labels, read_sensor_file,
+    unassigned_explained,
+)
 from streams.commit import Output, Transactions, transactions_for
 from streams.processors import era_chunks
 from streams.slots import transactional_id
@@ -30,6 +33,8 @@ SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 @dataclass
 class IngestReport:
+    """What one ingest call read, published and left out."""
+
     files: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     rows: int = 0
@@ -37,11 +42,20 @@ class IngestReport:
     chunks: int = 0
     bytes: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # each names its file (and line)
     seconds: float = 0.0
 
     @property
     def mb_per_s(self) -> float:
         return self.bytes / 1e6 / self.seconds if self.seconds else 0.0
+
+
+class NothingIngested(InputError):
+    """No row of the input went out: every file failed, or no row fell in an era."""
+
+    def __init__(self, message: str, report: IngestReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 Progress = Callable[[str, int, int, str], None]  # (what, done, total, detail)
@@ -77,7 +91,22 @@ def read_tables(paths: list[Path], report: IngestReport) -> list[SensorTable]:
         tables.append(table)
         report.files.append(str(path))
         report.bad_rows.extend(table.bad_rows)
+        report.warnings.extend(table.warnings)
     return tables
+
+
+def check_tables(tables: list[SensorTable], eras: list[EraSpec] | None, era_length: str, report: IngestReport) -> None:
+    """Warnings, per file, for rows in no labelled era and for eras whose grid would explode."""
+    for table in tables:
+        if eras is not None:
+            report.warnings.extend(unassigned_explained(table, eras))
+        report.warnings.extend(grid_warnings(table, eras, era_length))
+
+
+def _nothing(report: IngestReport, path: Path) -> str:
+    if not report.files:
+        return f"nothing ingested from {path}: every file failed ({'; '.join(report.failed.values())})"
+    return f"nothing ingested from {path}: no row of {len(report.files)} file(s) falls in a labelled era"
 
 
 def plan_eras(tables: list[SensorTable], eras: list[EraSpec] | None, era_length: str) -> tuple[list[tuple[EraSpec, pd.DataFrame]], list[str]]:
@@ -104,16 +133,19 @@ def publish(
 
     The transactional.id is this host's ingest slot, so an ingest killed mid-transaction is
     fenced (its transaction aborted) by the next one instead of blocking read_committed
-    readers for the transaction timeout. Raises TransactionAborted when nothing was published.
+    readers for the transaction timeout. Raises TransactionAborted when nothing was published,
+    NothingIngested (an InputError that carries the report) when every file failed or no row
+    falls in an era.
     """
     started = time.perf_counter()
     report = IngestReport()
     labels = read_era_labels(eras_file) if eras_file else None
     tables = read_tables(input_files(path), report)
+    check_tables(tables, labels, era_length, report)
     planned, sensors = plan_eras(tables, labels, era_length)
     if not planned:
         report.seconds = time.perf_counter() - started
-        return report
+        raise NothingIngested(_nothing(report, path), report)
     transactions = transactions or transactions_for(
         settings, transactional_id(settings.data_dir / "slots", "ingest"), "ingest")
 
