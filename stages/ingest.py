@@ -575,8 +575,8 @@ def grid_warnings(table: SensorTable, eras: list[EraSpec] | None, era_length: st
         first = lo + 1 + int(np.flatnonzero(gaps == step.value)[0])
         out.append(f"{table.path}:{int(lines[first])}: era {era.key}: readings {_span(step)} apart (the era's sampling step; "
                    f"the first such gap ends at this line) over {_span(pd.Timestamp(ts_all[hi - 1]) - pd.Timestamp(ts_all[lo]))} "
-                   f"make a {points:,}-point grid (limit {MAX_GRID_POINTS:,}): preprocess will reject this era "
-                   f"(dead letter); the other eras are not affected")
+                   f"make a {points:,}-point grid (limit {MAX_GRID_POINTS:,}): preprocess will reject this era, "
+                   f"which is then dead-lettered; the other eras are not affected")
     return out
 
 

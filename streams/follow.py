@@ -69,17 +69,18 @@ import pandas as pd
 from schemas.codec import EraChunk, encode_era_chunk
 from stages.durations import fixed_duration
 from stages.era_window import EraBatch, EraWindow, FileEras, SourceRows, apply_plan, plan_poll
-from stages.ingest import BadRow, InputError, read_era_labels, read_sensor_file
+from stages.ingest import BadRow, InputError, grid_warnings, read_era_labels, read_sensor_file, reject_future_rows
 from streams import failpoints
 from streams.commit import Output, TransactionAborted, Transactions, transactions_for
 from streams.ingest import SUFFIXES
-from streams.processors import sized_slices
+from streams.processors import era_slices
 from streams.settings import Settings
 from streams.topics import ERAS_RAW
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+INCOMPLETE_LINE_POLLS = 10  # a CSV whose last line has no newline yet waits this many poll intervals
 StopFlag = Callable[[], bool]
 
 
@@ -100,6 +101,7 @@ class PollReport:
     failed: dict[str, str] = field(default_factory=dict)  # file -> error; nothing of it published
     duplicates: dict[str, str] = field(default_factory=dict)  # file -> the published file it copies
     bad_rows: list[BadRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # each names its file (and line)
     opened: list[str] = field(default_factory=list)  # era keys
     closed: dict[str, str] = field(default_factory=dict)  # era key -> reason
     rows: int = 0  # rows published
@@ -137,6 +139,7 @@ class DirectoryFollower:
     poll_interval: float = 5.0
     clock: Callable[[], pd.Timestamp] = utc_now
     on_event: Callable[[str], None] | None = None
+    future_horizon: pd.Timedelta = pd.Timedelta(days=1)  # rows stamped later than clock + this are bad rows
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory).resolve()
@@ -157,6 +160,7 @@ class DirectoryFollower:
         self.totals = FollowTotals()
         self._seen: dict[str, tuple[int, int]] = {}
         self._warned: set[str] = set()
+        self._unreadable: dict[str, str] = {}  # name -> error last reported (retried every poll)
         self._transactions: Transactions | None = None
         self._lock: IO | None = None
 
@@ -234,11 +238,17 @@ class DirectoryFollower:
         wall = time.time()
         for path in sorted(self.directory.iterdir()):
             name = path.name
-            if name.startswith(".") or not name.lower().endswith(SUFFIXES) or not path.is_file():
+            if name.startswith(".") or not name.lower().endswith(SUFFIXES):
+                continue
+            if not path.is_file():
+                self._report_unreadable(name, f"{path}: not a regular file (a directory, FIFO or broken link); skipped")
                 continue
             try:
                 st = path.stat()
             except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._report_unreadable(name, f"{path}: cannot read: {exc.strerror or exc}")
                 continue
             sig = (st.st_size, st.st_mtime_ns)
             previous = self._seen.get(name)
@@ -251,8 +261,15 @@ class DirectoryFollower:
                 continue
             if previous != sig and wall - st.st_mtime < self.poll_interval:
                 continue  # still being written, perhaps: look again next poll
+            if wall - st.st_mtime < INCOMPLETE_LINE_POLLS * self.poll_interval and not _ends_a_line(path):
+                continue  # a writer that stalled in the middle of a line: wait for the rest
             if done is not None:
-                if _sha256(path) == done["sha256"]:
+                try:
+                    same = _sha256(path) == done["sha256"]
+                except OSError as exc:
+                    self._report_unreadable(name, f"{path}: cannot read: {exc.strerror or exc}")
+                    continue
+                if same:
                     done["size"], done["mtime_ns"] = sig  # touched, same content
                     continue
                 if name not in self._warned:
@@ -269,9 +286,9 @@ class DirectoryFollower:
             path = self.directory / rec["name"]
             try:
                 st = path.stat()
-            except FileNotFoundError:
-                return None
-            if _sha256(path) != rec["sha256"]:
+                if _sha256(path) != rec["sha256"]:
+                    return None
+            except OSError:
                 return None
             files.append((rec["name"], path, (st.st_size, st.st_mtime_ns)))
         return files
@@ -285,6 +302,11 @@ class DirectoryFollower:
                 sha = _sha256(path)
             except FileNotFoundError:
                 continue  # removed since the scan
+            except OSError as exc:  # no permission, I/O error: say so, try again next poll
+                self._report_unreadable(name, f"{path}: cannot read: {exc.strerror or exc}")
+                report.failed[name] = self._unreadable[name]
+                continue
+            self._unreadable.pop(name, None)
             record = {"size": size, "mtime_ns": mtime_ns, "sha256": sha}
             failed = self.state["failed"].get(name)
             if failed is not None and failed["sha256"] == sha:
@@ -297,7 +319,7 @@ class DirectoryFollower:
                 self._event(f"skipped {name}: same content as {copy_of}, already published")
                 continue
             try:
-                table = read_sensor_file(path)
+                table = reject_future_rows(read_sensor_file(path), now, self.future_horizon)
             except InputError as exc:
                 self.state["failed"][name] = {**record, "error": str(exc), "at": _iso_now()}
                 report.failed[name] = str(exc)
@@ -310,6 +332,7 @@ class DirectoryFollower:
             sources.append(SourceRows(name, table.frame, table.sensors))
             records[name] = record
             report.bad_rows += table.bad_rows
+            report.warnings += table.warnings + grid_warnings(table, self.labels, self.era_length)
 
         window = EraWindow.from_json(self.state["window"])
         plan = plan_poll(window, sources, now=now, grace=self.grace, labels=self.labels, era_length=self.era_length)
@@ -364,16 +387,18 @@ class DirectoryFollower:
         """The batch's rows as chunks numbered on from the era's last one; the last says last=True
         when the batch closes the era (an empty batch gives one chunk without rows)."""
         era = batch.era
-        slices = list(sized_slices(batch.rows, self.settings.batch_size))
+        slices = list(era_slices(batch.rows, self.settings.batch_size))
         out = []
-        for i, (start, end, payload) in enumerate(slices):
+        for i, piece in enumerate(slices):
             last = batch.close is not None and i == len(slices) - 1
             index = era.next_chunk + i
+            sensors = list(batch.sensors) if piece.columns is None else [s for s in batch.sensors if s in piece.columns]
             out.append(EraChunk(
                 era_key=era.key, compartment_id=era.compartment_id, era_id=era.era_id, run_id=self.settings.run_id,
                 feature_set=self.settings.feature_set, stage="ingest", chunk_index=index,
-                chunk_count=index + 1 if last else None, last=last, row_start=era.rows + start, row_end=era.rows + end,
-                sensors=list(batch.sensors), payload=payload, era_start=_utc(era.start), era_end=_utc(era.end),
+                chunk_count=index + 1 if last else None, last=last, row_start=era.rows + piece.start,
+                row_end=era.rows + piece.end, sensors=sensors, payload=piece.payload,
+                era_start=_utc(era.start), era_end=_utc(era.end),
             ))
         return out
 
@@ -389,9 +414,11 @@ class DirectoryFollower:
                 text += f"; {stats.unassigned_rows:,} row(s) in no labelled era"
             self._event(text)
         for bad in report.bad_rows[:20]:
-            log.warning("bad row %s", bad)
+            self._warn(f"bad row {bad}")
         if len(report.bad_rows) > 20:
-            log.warning("... %d more bad rows", len(report.bad_rows) - 20)
+            self._warn(f"... {len(report.bad_rows) - 20} more bad rows")
+        for text in report.warnings:
+            self._warn(f"warning: {text}")
         for batch in batches:
             if batch.close:
                 self._event(f"closed era {batch.key}: {batch.close} ({batch.era.rows + len(batch.rows):,} rows, "
@@ -401,6 +428,17 @@ class DirectoryFollower:
         log.info("%s", text)
         if self.on_event:
             self.on_event(text)
+
+    def _warn(self, text: str) -> None:
+        log.warning("%s", text)
+        if self.on_event:
+            self.on_event(text)
+
+    def _report_unreadable(self, name: str, error: str) -> None:
+        """Say once (until the error changes) that a file cannot be read; it is tried every poll."""
+        if self._unreadable.get(name) != error:
+            self._unreadable[name] = error
+            self._warn(f"file skipped for now: {error}")
 
     # ------------------------------------------------------------------ state file
     def _load_state(self) -> dict:
@@ -449,6 +487,22 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _ends_a_line(path: Path) -> bool:
+    """False for a plain CSV whose last byte is not a newline (its last line may be half
+    written); True otherwise (gzip and Parquet: a truncated file fails to read instead)."""
+    try:
+        with path.open("rb") as fh:
+            if fh.read(4)[:2] == b"\x1f\x8b" or path.name.lower().endswith((".parquet", ".pq")):
+                return True
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return True
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) in (b"\n", b"\r")
+    except OSError:
+        return True  # let the read report it
 
 
 def _iso_now() -> str:

@@ -129,6 +129,34 @@ def test_a_file_is_read_only_once_its_size_holds_for_one_poll(tmp_path):
     assert [name for name, _, _ in follower._scan()] == ["old.csv.gz"]  # grew: wait again
 
 
+def test_a_csv_cut_in_the_middle_of_a_line_waits_for_the_rest(tmp_path):
+    """A writer that stalled mid-line: older than a poll and unchanged across polls, but its
+    last line has no newline yet, so it is not read half-written; once it stays so for
+    INCOMPLETE_LINE_POLLS intervals it is read as it is (a file without a final newline)."""
+    import os
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    landing = tmp_path / "in"
+    landing.mkdir()
+    follower = DirectoryFollower(settings, landing, poll_interval=30)
+    half = landing / "half.csv"
+    half.write_text("timestamp,a\n2024-03-01 00:00,1\n2024-03-01 00:1")
+    stalled = time.time() - 120  # older than one poll, younger than 10
+    os.utime(half, (stalled, stalled))
+    assert follower._scan() == []
+    assert follower._scan() == []  # unchanged since the last poll, still half a line
+    with half.open("a") as fh:
+        fh.write("0,2\n")
+    os.utime(half, (stalled, stalled))
+    assert [name for name, _, _ in follower._scan()] == ["half.csv"]
+    assert read_sensor_file(half).frame["a"].tolist() == [1.0, 2.0]
+    no_newline = landing / "last.csv"
+    no_newline.write_text("timestamp,a\n2024-03-01 00:00,1")
+    long_ago = time.time() - 11 * 30
+    os.utime(no_newline, (long_ago, long_ago))
+    assert [name for name, _, _ in follower._scan()] == ["half.csv", "last.csv"]
+
+
 def test_bad_files_are_reported_once_and_retried_only_when_changed(tmp_path):
     settings = load_settings(data_dir=tmp_path / "data")
     landing = tmp_path / "in"
@@ -337,6 +365,74 @@ def test_files_dropped_one_by_one_all_come_out_as_features_and_a_restart_publish
             assert plain == final > 0, name
     finally:
         client.close()
+
+
+@pytest.mark.kafka
+def test_a_row_far_ahead_of_the_clock_is_a_bad_row_and_does_not_move_the_watermark(settings, tmp_path, unique):
+    """Year 2100 in one row used to become the compartment's watermark: the day's era closed
+    by that "data past its end" and every real row after it was dropped as late."""
+    create_topics(kafka.admin_client(settings), settings.topic_partitions)
+    landing = tmp_path / "in"
+    landing.mkdir()
+    comp = f"fut{unique}"
+    follower = DirectoryFollower(settings, landing, grace=NEVER, poll_interval=0.01,
+                                 clock=lambda: pd.Timestamp("2024-03-01 12:00"))
+    try:
+        (landing / "a.csv").write_text(f"timestamp,compartment_id,a\n2024-03-01 00:00,{comp},1\n"
+                                       f"2100-01-01 00:00,{comp},9\n2024-03-01 06:00,{comp},2\n")
+        time.sleep(0.05)
+        first = follower.poll_once()
+        assert [(b.line, "ahead of the clock" in b.reason) for b in first.bad_rows] == [(3, True)]
+        assert first.rows == 2 and first.closed == {}
+        assert EraWindow.from_json(follower.state["window"]).watermarks[comp] == pd.Timestamp("2024-03-01 06:00")
+        (landing / "b.csv").write_text(f"timestamp,compartment_id,a\n2024-03-01 07:00,{comp},3\n")
+        time.sleep(0.05)
+        second = follower.poll_once()
+        assert second.late_rows == 0 and second.rows == 1
+    finally:
+        follower.close()
+
+
+@pytest.mark.kafka
+def test_an_unreadable_file_is_reported_and_the_follower_goes_on(settings, tmp_path, unique):
+    """A real permission fault: the follower runs as root without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH (setpriv drops them), so mode 000 denies it the file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    create_topics(kafka.admin_client(settings), settings.topic_partitions)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    locked = landing / "a_locked.csv"
+    locked.write_text("timestamp,a\n2024-03-01 00:00,1\n")
+    locked.chmod(0)
+    (landing / "b_dir.csv").mkdir()  # a directory in place of a file
+    base = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "streams.cli",
+            "--bootstrap-servers", settings.kafka_bootstrap_servers, "--data-dir", str(tmp_path / "data"),
+            "--run-id", f"perm-{unique}", "ingest", str(landing), "--follow", "--poll", "0.2", "--grace", "never"]
+    probe = subprocess.run(base[:4] + ["-c", f"open({str(locked)!r}).read()"], capture_output=True, text=True)
+    assert "PermissionError" in probe.stderr  # the fault is real for this process
+    proc = subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "300"})
+    try:
+        _drop(landing, "c_good.csv", generate_sample(days=1, freq="30min", seed=1, compartments=(f"perm{unique}",)))
+        state_dir = tmp_path / "data" / "follow"
+        deadline = time.monotonic() + 60
+        while not any('"c_good.csv"' in p.read_text() for p in state_dir.glob("*.json")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(1)  # a few more polls: the unreadable file is not reported again
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    told = [line for line in out.splitlines() if line.startswith(f"file skipped for now: {locked}: cannot read: Permission denied")]
+    assert len(told) == 1, out  # once, not every poll (the log line repeats it, prefixed)
+    assert f"{landing / 'b_dir.csv'}: not a regular file" in out
+    assert "published c_good.csv: 48 rows" in out and "Traceback" not in out
 
 
 @pytest.mark.kafka
