@@ -73,9 +73,9 @@ def preprocess_era(
     if missing:
         raise ValueError(f"preprocess_era: missing column(s) {', '.join(missing)}")
 
-    data = pd.DataFrame({TIMESTAMP: pd.to_datetime(frame[TIMESTAMP]).astype("datetime64[ns]")})
-    for s in sensors:
-        data[s] = pd.to_numeric(frame[s], errors="coerce").astype("float64")
+    # All columns at once: inserting them one by one is quadratic (2 minutes for 6,000 sensors).
+    data = pd.DataFrame({TIMESTAMP: pd.to_datetime(frame[TIMESTAMP]).astype("datetime64[ns]"),
+                         **{s: pd.to_numeric(frame[s], errors="coerce").astype("float64") for s in sensors}})
     data = data.loc[data[TIMESTAMP].notna()]
     if data.empty:
         return data.reset_index(drop=True)
@@ -97,8 +97,5 @@ def preprocess_era(
         grid[binary] = (b >= 0.5).astype("float64").where(b.notna())
     grid = grid.ffill().bfill()
 
-    out = pd.DataFrame({TIMESTAMP: origin + step * np.arange(n_points)})
-    out[TIMESTAMP] = out[TIMESTAMP].astype("datetime64[ns]")
-    for s in sensors:
-        out[s] = grid[s].to_numpy(dtype="float64")
-    return out
+    times = pd.Series(origin + step * np.arange(n_points)).astype("datetime64[ns]")
+    return pd.DataFrame({TIMESTAMP: times, **{s: grid[s].to_numpy(dtype="float64") for s in sensors}})

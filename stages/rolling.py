@@ -43,21 +43,25 @@ def rolling_series(
         raise ValueError(f"rolling_series: missing column(s) {', '.join(missing)}")
     indexed = clean.set_index(pd.DatetimeIndex(clean[TIMESTAMP]))[sensors].astype("float64").sort_index()
 
+    # One long block per window (sensor after sensor, each in time order): a small frame per
+    # sensor cost about 1 ms each, 26 s for 6,000 sensors and four windows.
     parts = []
+    times = indexed.index.to_numpy()
     for window in windows:
         roll = indexed.rolling(window)
         stats = {stat: getattr(roll, stat)() for stat in STATS}
-        for s in sensors:
-            parts.append(
-                pd.DataFrame(
-                    {
-                        TIMESTAMP: indexed.index.to_numpy(),
-                        "sensor": s,
-                        "window": window,
-                        **{stat: stats[stat][s].to_numpy() for stat in STATS},
-                    }
-                )
+        if not sensors:
+            continue
+        parts.append(
+            pd.DataFrame(
+                {
+                    TIMESTAMP: np.tile(times, len(sensors)),
+                    "sensor": np.repeat(np.asarray(sensors, dtype=object), len(times)),
+                    "window": window,
+                    **{stat: stats[stat][sensors].to_numpy(dtype="float64").ravel(order="F") for stat in STATS},
+                }
             )
+        )
     if not parts:
         return pd.DataFrame(
             {TIMESTAMP: pd.Series(dtype="datetime64[ns]"), "sensor": pd.Series(dtype="str"),
