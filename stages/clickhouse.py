@@ -44,7 +44,10 @@ def connect(url: str | None, path: Path) -> Any:
     import clickhouse_connect
 
     if not url:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClickHouseUnavailable(f"cannot open embedded ClickHouse in {path}: {exc.strerror}") from None
         if chdb_locked(path):
             raise ClickHouseError(
                 f"the embedded ClickHouse in {path} is in use by another process (a running sink?); "
@@ -58,6 +61,9 @@ def connect(url: str | None, path: Path) -> Any:
                     f"the embedded ClickHouse in {path} is in use by another process (a running sink?); "
                     "stop it or set CLICKHOUSE_URL to a server"
                 ) from exc
+            problem = _unwritable(Path(path))
+            if problem:  # a read-only or full filesystem: it can come back
+                raise ClickHouseUnavailable(f"cannot open embedded ClickHouse in {path}: {problem}") from exc
             raise ClickHouseError(f"cannot open embedded ClickHouse in {path}: {exc}") from exc
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
@@ -75,6 +81,20 @@ def connect(url: str | None, path: Path) -> Any:
         raise ClickHouseUnavailable(
             f"cannot reach ClickHouse at {redact_url(url)}: {scrub_password(str(exc), url)}"
         ) from None
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why files cannot be written in `path` (strerror), or None if they can."""
+    probe = path / f".erastream-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"x")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def redact_url(url: str) -> str:
