@@ -242,6 +242,26 @@ class ClickHouseWriter:
         except Exception as exc:
             raise classify_error(exc) from exc
 
+    def stored(self, tokens: dict[str, str]) -> set[str]:
+        """Which of these content tokens (token -> run id) the ledger has: messages stored before."""
+        if not tokens:
+            return set()
+        try:
+            rows = self.client.query(
+                "SELECT DISTINCT token FROM stored_messages WHERE run_id IN {runs:Array(String)} "
+                "AND token IN {tokens:Array(String)}",
+                parameters={"runs": sorted(set(tokens.values())), "tokens": list(tokens)},
+            ).result_rows
+        except Exception as exc:
+            raise classify_error(exc) from exc
+        return {r[0] for r in rows}
+
+    def write_stored(self, tokens: dict[str, str], token: str) -> None:
+        """Record content tokens (token -> run id) in the ledger, after their rows went in."""
+        frame = pd.DataFrame({"run_id": list(tokens.values()), "token": list(tokens),
+                              "stored_at": pd.Timestamp.now(tz="UTC")})
+        self._insert("stored_messages", frame, token)
+
     def _plain_types(self, table: str, columns: list[str]) -> list[str]:
         """The table's column types with LowCardinality dropped: the server builds those dictionaries
         natively on insert; clickhouse-connect building them in Python cost 2/3 of a batch insert."""

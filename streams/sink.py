@@ -176,26 +176,40 @@ class Prepared:
 
 
 def store_batch(writer: ClickHouseWriter, items: list[Decoded]) -> list[tuple[Decoded, ClickHouseError]]:
-    """One insert per table plus one eras insert; returns the messages whose rows ClickHouse refused.
+    """Store the messages the ledger does not have; returns those whose rows ClickHouse refused.
 
-    Raises ClickHouseUnavailable (retry the same batch). A batch refused for its rows is stored
-    message by message (each with its own content token) to single out the bad ones.
+    One insert per table plus one eras insert, then the stored messages' content tokens go to
+    the ledger (`stored_messages`): a message sent again later, by a replay of any size, is
+    left out here. Raises ClickHouseUnavailable (retry the same batch: its inserts repeat their
+    dedup tokens). A batch refused for its rows is stored message by message (each with its own
+    content token) to single out the bad ones.
     """
-    try:
-        _insert_all(writer, items, batch_token)
+    known = writer.stored({d.token: d.batch.run_id for d in items})
+    fresh = []
+    for d in items:  # a message sent twice within one batch is stored once too
+        if d.token not in known:
+            known.add(d.token)
+            fresh.append(d)
+    if not fresh:
         return []
+    try:
+        _insert_all(writer, fresh, batch_token)
+        bad: list[tuple[Decoded, ClickHouseError]] = []
     except ClickHouseUnavailable:
         raise
     except ClickHouseError:
-        pass
-    bad: list[tuple[Decoded, ClickHouseError]] = []
-    for d in items:
-        try:
-            _insert_all(writer, [d], lambda table, one: f"{table}|{one[0].token}")
-        except ClickHouseUnavailable:
-            raise
-        except ClickHouseError as exc:
-            bad.append((d, exc))
+        bad = []
+        for d in fresh:
+            try:
+                _insert_all(writer, [d], lambda table, one: f"{table}|{one[0].token}")
+            except ClickHouseUnavailable:
+                raise
+            except ClickHouseError as exc:
+                bad.append((d, exc))
+    refused = {id(d) for d, _ in bad}
+    stored = [d for d in fresh if id(d) not in refused]
+    if stored:
+        writer.write_stored({d.token: d.batch.run_id for d in stored}, batch_token("stored_messages", stored))
     return bad
 
 
