@@ -332,7 +332,8 @@ class SinkRunner:
         self.transactions = transactions_for(self.settings, txn_id, self.name, should_stop)
         self.selection = self._selection_worker(should_stop)
         consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": self.name})
-        consumer.subscribe(list(STAGE_INPUTS[STAGE]))
+        consumer.subscribe(list(STAGE_INPUTS[STAGE]), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
         self.selection.start()
         log.info("%s consuming %s", self.name, ", ".join(STAGE_INPUTS[STAGE]))
         try:
@@ -469,6 +470,13 @@ class SinkRunner:
         metrics.ERAS.labels(STAGE).inc(len(notices))
         self.selection.mark({d.batch.run_id for d in prepared.decoded if d.batch.last})
 
+    # ------------------------------------------------------------ rebalance
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s assigned %s", self.name, _names(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s revoked %s", self.name, _names(partitions))
+
     # ---------------------------------------------------------------- pausing
     def _pause(self, consumer: Consumer) -> None:
         if not self._paused:
@@ -489,6 +497,10 @@ def _era_notice(batch: FeatureBatch) -> Output:
 
 def _notice(key: str, body: dict) -> Output:
     return Output(ERAS_DONE, key, json.dumps(body).encode())
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
 def _skip(msg: Message) -> bool:
