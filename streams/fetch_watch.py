@@ -50,6 +50,21 @@ class FetchStall:
         self._behind = {}
 
 
+def member_of(settings: Settings, group_id: str, member_id: str | None) -> bool | None:
+    """Whether the broker lists this member in the group; None when it cannot be asked now."""
+    from streams import kafka
+
+    if not member_id:
+        return False
+    try:
+        admin = kafka.admin_client(settings)  # held: a future of a collected client never completes
+        description = admin.describe_consumer_groups([group_id], request_timeout=5)[group_id].result(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - the broker away, or the call timed out: decide later
+        log.debug("cannot describe group %s: %s", group_id, exc)
+        return None
+    return any(m.member_id == member_id for m in description.members)
+
+
 class FetchWatch:
     """Tells a consume loop when its consumer should be replaced; call `quiet` after an empty poll."""
 
@@ -59,20 +74,28 @@ class FetchWatch:
         self.check_every_s = check_every_s
         self.rule = FetchStall(slack)
         self._quiet_since = time.monotonic()
+        self._outside = 0
 
     def active(self) -> None:
         """Messages came: the consumer fetches."""
         self._quiet_since = time.monotonic()
         self.rule.reset()
 
-    def quiet(self, current: Callable[[], dict[TP, int]]) -> bool:
-        """True when the positions (next offsets to read) stalled behind data; checks every check_every_s."""
+    def quiet(self, current: Callable[[], dict[TP, int]], consumer: Consumer | None = None,
+              group_id: str | None = None) -> bool:
+        """True when the positions (next offsets to read) stalled behind data; checks every check_every_s.
+
+        Given the group's consumer: one that holds no partitions and that the broker does not
+        list as a member of its group, twice in a row, is stuck outside it (the other face of
+        the same librdkafka stall: it lost its membership in a freeze and never joined again).
+        """
         if time.monotonic() - self._quiet_since < self.check_every_s:
             return False
         self._quiet_since = time.monotonic()
         positions = current()
         if not positions:
-            return False
+            return self._outside_group(consumer, group_id)
+        self._outside = 0
         try:
             probe = reader(self.settings)
             try:
@@ -86,6 +109,20 @@ class FetchWatch:
             where = ", ".join(f"{t}[{p}] at {o} of {ends[(t, p)]}" for (t, p), o in sorted(stalled.items()))
             log.warning("%s: consumer stalled behind data (%s); starting a new one at the same offsets", self.name, where)
         return bool(stalled)
+
+    def _outside_group(self, consumer: Consumer | None, group_id: str | None) -> bool:
+        if consumer is None or group_id is None:
+            return False
+        member = member_of(self.settings, group_id, consumer.memberid())
+        if member is None:
+            return False
+        self._outside = 0 if member else self._outside + 1
+        if self._outside >= 2:
+            log.warning("%s: consumer holds no partitions and is no member of group %s; starting a new one",
+                        self.name, group_id)
+            self._outside = 0
+            return True
+        return False
 
 
 def positions_of(consumer: Consumer) -> dict[TP, int]:

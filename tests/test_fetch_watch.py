@@ -1,5 +1,9 @@
 """The rule that finds a consumer stalled behind data (librdkafka#5153), alone."""
 
+import time
+
+import pytest
+
 from streams.fetch_watch import FetchStall
 
 A, B = ("t", 0), ("t", 1)
@@ -39,3 +43,25 @@ def test_reset_after_messages_forgets_the_last_look():
     rule.check({A: 5}, {A: 20})
     rule.reset()
     assert rule.check({A: 5}, {A: 20}) == {}
+
+
+@pytest.mark.kafka
+def test_the_broker_says_whether_a_consumer_is_a_member_of_its_group(settings, unique):
+    from streams import kafka
+    from streams.fetch_watch import member_of
+    from streams.topics import ERAS_RAW, create_topics
+
+    create_topics(kafka.admin_client(settings), settings.topic_partitions)
+    group = f"erastream.test.member.{unique}"
+    consumer = kafka.consumer(settings, group)
+    try:
+        consumer.subscribe([ERAS_RAW])
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        assert consumer.assignment()
+        assert member_of(settings, group, consumer.memberid()) is True
+        assert member_of(settings, group, "not-a-member-id") is False
+        assert member_of(settings, group, None) is False
+    finally:
+        consumer.close()
