@@ -38,6 +38,7 @@ from stages.clickhouse import (
 )
 from streams import failpoints, kafka, metrics
 from streams.commit import Output, TransactionAborted, rewind, transactions_for
+from streams.fetch_watch import FetchWatch, positions_of
 from streams.runner import StopFlag, dead_letter, worker_name
 from streams.selector import SelectionWorker, run_selection, shared_lock
 from streams.settings import Settings
@@ -331,21 +332,30 @@ class SinkRunner:
         txn_id = transactional_id(self.settings.data_dir / "slots", self.group_id)
         self.transactions = transactions_for(self.settings, txn_id, self.name, should_stop)
         self.selection = self._selection_worker(should_stop)
-        consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": self.name})
-        consumer.subscribe(list(STAGE_INPUTS[STAGE]), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_revoke)
+        consumer = self._subscribe()
+        watch = FetchWatch(self.settings, self.name)
         self.selection.start()
         log.info("%s consuming %s", self.name, ", ".join(STAGE_INPUTS[STAGE]))
         try:
             while not should_stop():
                 messages = self._poll_batch(consumer)
                 if messages:
+                    watch.active()
                     self._store(consumer, messages, should_stop)
+                elif watch.quiet(lambda: positions_of(consumer), consumer, self.group_id):
+                    consumer.close()  # stalled (streams/fetch_watch.py): a new one reads from the committed offsets
+                    consumer = self._subscribe()
         finally:
             consumer.close()
             self.transactions.close()
             self.selection.stop()
             log.info("%s stopped", self.name)
+
+    def _subscribe(self) -> Consumer:
+        consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": self.name})
+        consumer.subscribe(list(STAGE_INPUTS[STAGE]), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
+        return consumer
 
     def _open_clickhouse(self, should_stop: StopFlag) -> Any | None:
         """Connect and apply the schema, waiting (with backoff) while ClickHouse is unavailable.
