@@ -125,8 +125,12 @@ class FetchWatch:
         return False
 
 
-def positions_of(consumer: Consumer) -> dict[TP, int]:
-    """Next offset to read per assigned partition; where it has no position yet, its committed offset."""
+def positions_of(consumer: Consumer, settings: Settings, group_id: str) -> dict[TP, int]:
+    """Next offset to read per assigned partition; where it has none yet (nothing consumed since
+    it was assigned), the group's committed offset, asked by a fresh consumer of the group that
+    never joins it: the stalled consumer's own requests may never complete."""
+    from streams import kafka
+
     assigned = consumer.assignment()
     if not assigned:
         return {}
@@ -138,9 +142,12 @@ def positions_of(consumer: Consumer) -> dict[TP, int]:
         else:
             missing.append(TopicPartition(tp.topic, tp.partition))
     if missing:
+        probe = Consumer(kafka.consumer_config(settings, group_id))
         try:
-            for tp in consumer.committed(missing, timeout=5):
+            for tp in probe.committed(missing, timeout=5):
                 out[(tp.topic, tp.partition)] = max(tp.offset, 0)
         except KafkaException:
             pass
+        finally:
+            probe.close()
     return out

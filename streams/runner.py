@@ -118,7 +118,7 @@ class TransactionalStageRunner:
                     messages = consumer.consume(num_messages=64, timeout=self.settings.consumer_poll_timeout_s)
                 if messages:
                     watch.active()
-                elif watch.quiet(lambda: positions_of(consumer), consumer, self.group_id):
+                elif watch.quiet(lambda: positions_of(consumer, self.settings, self.group_id), consumer, self.group_id):
                     consumer.close()  # leaves the group: its partitions come back from their committed offsets
                     consumer = self._subscribe()
                     continue

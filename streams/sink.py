@@ -342,7 +342,7 @@ class SinkRunner:
                 if messages:
                     watch.active()
                     self._store(consumer, messages, should_stop)
-                elif watch.quiet(lambda: positions_of(consumer), consumer, self.group_id):
+                elif watch.quiet(lambda: positions_of(consumer, self.settings, self.group_id), consumer, self.group_id):
                     consumer.close()  # stalled (streams/fetch_watch.py): a new one reads from the committed offsets
                     consumer = self._subscribe()
         finally:

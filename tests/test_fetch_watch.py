@@ -48,7 +48,7 @@ def test_reset_after_messages_forgets_the_last_look():
 @pytest.mark.kafka
 def test_the_broker_says_whether_a_consumer_is_a_member_of_its_group(settings, unique):
     from streams import kafka
-    from streams.fetch_watch import member_of
+    from streams.fetch_watch import member_of, positions_of
     from streams.topics import ERAS_RAW, create_topics
 
     create_topics(kafka.admin_client(settings), settings.topic_partitions)
@@ -63,5 +63,7 @@ def test_the_broker_says_whether_a_consumer_is_a_member_of_its_group(settings, u
         assert member_of(settings, group, consumer.memberid()) is True
         assert member_of(settings, group, "not-a-member-id") is False
         assert member_of(settings, group, None) is False
+        # nothing consumed since the assignment: positions are the group's committed offsets (none: 0)
+        assert set(positions_of(consumer, settings, group).values()) == {0}
     finally:
         consumer.close()
