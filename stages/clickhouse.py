@@ -44,7 +44,10 @@ def connect(url: str | None, path: Path) -> Any:
     import clickhouse_connect
 
     if not url:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClickHouseUnavailable(f"cannot open embedded ClickHouse in {path}: {exc.strerror}") from None
         if chdb_locked(path):
             raise ClickHouseError(
                 f"the embedded ClickHouse in {path} is in use by another process (a running sink?); "
@@ -58,6 +61,9 @@ def connect(url: str | None, path: Path) -> Any:
                     f"the embedded ClickHouse in {path} is in use by another process (a running sink?); "
                     "stop it or set CLICKHOUSE_URL to a server"
                 ) from exc
+            problem = _unwritable(Path(path))
+            if problem:  # a read-only or full filesystem: it can come back
+                raise ClickHouseUnavailable(f"cannot open embedded ClickHouse in {path}: {problem}") from exc
             raise ClickHouseError(f"cannot open embedded ClickHouse in {path}: {exc}") from exc
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
@@ -75,6 +81,20 @@ def connect(url: str | None, path: Path) -> Any:
         raise ClickHouseUnavailable(
             f"cannot reach ClickHouse at {redact_url(url)}: {scrub_password(str(exc), url)}"
         ) from None
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why files cannot be written in `path` (strerror), or None if they can."""
+    probe = path / f".erastream-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"x")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def redact_url(url: str) -> str:
@@ -221,6 +241,26 @@ class ClickHouseWriter:
             self.client.insert_df("eras", frame)
         except Exception as exc:
             raise classify_error(exc) from exc
+
+    def stored(self, tokens: dict[str, str]) -> set[str]:
+        """Which of these content tokens (token -> run id) the ledger has: messages stored before."""
+        if not tokens:
+            return set()
+        try:
+            rows = self.client.query(
+                "SELECT DISTINCT token FROM stored_messages WHERE run_id IN {runs:Array(String)} "
+                "AND token IN {tokens:Array(String)}",
+                parameters={"runs": sorted(set(tokens.values())), "tokens": list(tokens)},
+            ).result_rows
+        except Exception as exc:
+            raise classify_error(exc) from exc
+        return {r[0] for r in rows}
+
+    def write_stored(self, tokens: dict[str, str], token: str) -> None:
+        """Record content tokens (token -> run id) in the ledger, after their rows went in."""
+        frame = pd.DataFrame({"run_id": list(tokens.values()), "token": list(tokens),
+                              "stored_at": pd.Timestamp.now(tz="UTC")})
+        self._insert("stored_messages", frame, token)
 
     def _plain_types(self, table: str, columns: list[str]) -> list[str]:
         """The table's column types with LowCardinality dropped: the server builds those dictionaries

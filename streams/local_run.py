@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams import kafka
 from streams.ingest import IngestReport, publish
+from streams.fetch_watch import FetchWatch
 from streams.settings import Settings
 from streams.topic_reader import partitions, watermarks
 from streams.topics import ERAS_DONE, PIPELINE_TOPICS, create_topics, dlq
@@ -123,8 +124,7 @@ class DoneWatcher:
         ends = watermarks(self.consumer, tps, timeout=30)  # only notices and dead letters from now on
         self.next_offsets: dict[tuple[str, int], int] = {tp: high for tp, (_, high) in ends.items()}
         self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()])
-        self._quiet_since = time.monotonic()
-        self._behind_at_last_check: dict[tuple[str, int], int] = {}
+        self._watch = FetchWatch(settings, "eras.done watcher", check_every_s=self.STALL_CHECK_S, slack=0)
         self.done_by_run: dict[str, dict[str, set[str]]] = {}  # run id -> era key -> sources stored
         self.stage_seconds: dict[str, dict[str, float]] = {}
         self.selections: list[dict] = []
@@ -140,8 +140,8 @@ class DoneWatcher:
     def poll(self, timeout: float = 0.5) -> None:
         messages = self.consumer.consume(num_messages=500, timeout=timeout)
         if messages:
-            self._quiet_since = time.monotonic()
-        elif time.monotonic() - self._quiet_since > self.STALL_CHECK_S:
+            self._watch.active()
+        else:
             self._restart_if_stalled()
         for msg in messages:
             if msg.error() is not None:
@@ -191,28 +191,15 @@ class DoneWatcher:
         return len(self.stored(keys))
 
     def _restart_if_stalled(self) -> None:
-        """Start a fresh consumer where this one stopped if it sits behind notices it never gets.
-
-        An assign()-ed librdkafka consumer can stop fetching for good after a broker restart
-        (confluentinc/librdkafka#5153, seen here as a run that never saw its last notices);
-        a new consumer at the same offsets fetches again. Lag must persist across two checks,
-        so a notice still on its way is not mistaken for a stall.
-        """
-        self._quiet_since = time.monotonic()
-        try:
-            ends = watermarks(self.consumer, list(self.next_offsets), timeout=5)
-        except KafkaException:
-            return  # the broker is away: nothing to decide yet
-        behind = {tp: o for tp, o in self.next_offsets.items() if ends[tp][1] > o}
-        stalled = {tp: o for tp, o in behind.items() if self._behind_at_last_check.get(tp) == o}
-        self._behind_at_last_check = behind
-        if not stalled:
+        """Start a fresh consumer where this one stopped if it sits behind notices it never gets
+        (streams/fetch_watch.py: an assign()-ed librdkafka consumer can stop fetching for good
+        after a broker restart). Partition EOF moves next_offsets past a trailing transaction
+        marker, so no slack is needed."""
+        if not self._watch.quiet(lambda: dict(self.next_offsets)):
             return
-        log.warning("eras.done watcher stalled at %s; restarting its consumer", stalled)
         self.consumer.close()
         self.consumer = self._consumer()
         self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()])
-        self._behind_at_last_check = {}
 
     def close(self) -> None:
         self.consumer.close()

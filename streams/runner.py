@@ -25,6 +25,7 @@ from streams import failpoints, kafka, metrics
 from streams.assembler import CompleteEra, EraAssembler, StalledEra
 from streams.attempts import AttemptLedger
 from streams.commit import Output, TransactionAborted, rewind, transactions_for
+from streams.fetch_watch import FetchWatch, positions_of
 from streams.slots import transactional_id
 from streams.settings import Settings
 from streams.topics import dlq, stage_group
@@ -103,15 +104,11 @@ class TransactionalStageRunner:
     def run(self, should_stop: StopFlag) -> None:
         metrics.serve(self.settings.metrics_port)
         self._should_stop = should_stop
-        consumer = kafka.consumer(
-            self.settings, self.group_id,
-            **{"client.id": self.name, "statistics.interval.ms": 10_000,
-               "stats_cb": lambda s: metrics.record_lag(self.stage, _json(s))},
-        )
         txn_id = transactional_id(self.settings.data_dir / "slots", self.group_id)
         self.transactions = transactions_for(self.settings, txn_id, self.name, should_stop, failpoint=self.stage)
         self.transactions.producer  # fences a dead predecessor with this id and aborts its open transaction
-        consumer.subscribe([self.source_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        consumer = self._subscribe()
+        watch = FetchWatch(self.settings, self.name)
         log.info("%s consuming %s as group %s (transactional.id %s)", self.name, self.source_topic, self.group_id, txn_id)
         try:
             while not should_stop():
@@ -119,6 +116,12 @@ class TransactionalStageRunner:
                 self._revoked_in_batch = set()
                 if not messages:
                     messages = consumer.consume(num_messages=64, timeout=self.settings.consumer_poll_timeout_s)
+                if messages:
+                    watch.active()
+                elif watch.quiet(lambda: positions_of(consumer, self.settings, self.group_id), consumer, self.group_id):
+                    consumer.close()  # leaves the group: its partitions come back from their committed offsets
+                    consumer = self._subscribe()
+                    continue
                 outputs = self._handle(consumer, messages) if messages else []
                 outputs += self._stalled()
                 if messages or outputs:
@@ -128,6 +131,15 @@ class TransactionalStageRunner:
             self.transactions.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("%s stopped", self.name)
+
+    def _subscribe(self) -> Consumer:
+        consumer = kafka.consumer(
+            self.settings, self.group_id,
+            **{"client.id": self.name, "statistics.interval.ms": 10_000,
+               "stats_cb": lambda s: metrics.record_lag(self.stage, _json(s))},
+        )
+        consumer.subscribe([self.source_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        return consumer
 
     def _handle(self, consumer: Consumer, messages: list[Message]) -> list[Output]:
         outputs: list[Output] = []

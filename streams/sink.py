@@ -1,4 +1,4 @@
-"""The select-sink: feature batches into ClickHouse, then unsupervised selection.
+"""The select-sink: feature batches into ClickHouse; unsupervised selection beside it (streams/selector.py).
 
 The sink works in batches: everything one consume() round returns (up to MAX_BATCH
 messages or BATCH_WINDOW_S of polling) is decoded once and stored with ONE insert per
@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,13 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from schemas.codec import FeatureBatch, decode_feature_batch
 from schemas.payload import frame_from_ipc
 from stages.clickhouse import (
-    ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, connect,
+    ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, classify_error, connect,
 )
 from streams import failpoints, kafka, metrics
 from streams.commit import Output, TransactionAborted, rewind, transactions_for
+from streams.fetch_watch import FetchWatch, positions_of
 from streams.runner import StopFlag, dead_letter, worker_name
+from streams.selector import SelectionWorker, run_selection, shared_lock
 from streams.settings import Settings
 from streams.slots import transactional_id
 from streams.topics import ERAS_DONE, STAGE_INPUTS, stage_group
@@ -174,26 +177,40 @@ class Prepared:
 
 
 def store_batch(writer: ClickHouseWriter, items: list[Decoded]) -> list[tuple[Decoded, ClickHouseError]]:
-    """One insert per table plus one eras insert; returns the messages whose rows ClickHouse refused.
+    """Store the messages the ledger does not have; returns those whose rows ClickHouse refused.
 
-    Raises ClickHouseUnavailable (retry the same batch). A batch refused for its rows is stored
-    message by message (each with its own content token) to single out the bad ones.
+    One insert per table plus one eras insert, then the stored messages' content tokens go to
+    the ledger (`stored_messages`): a message sent again later, by a replay of any size, is
+    left out here. Raises ClickHouseUnavailable (retry the same batch: its inserts repeat their
+    dedup tokens). A batch refused for its rows is stored message by message (each with its own
+    content token) to single out the bad ones.
     """
-    try:
-        _insert_all(writer, items, batch_token)
+    known = writer.stored({d.token: d.batch.run_id for d in items})
+    fresh = []
+    for d in items:  # a message sent twice within one batch is stored once too
+        if d.token not in known:
+            known.add(d.token)
+            fresh.append(d)
+    if not fresh:
         return []
+    try:
+        _insert_all(writer, fresh, batch_token)
+        bad: list[tuple[Decoded, ClickHouseError]] = []
     except ClickHouseUnavailable:
         raise
     except ClickHouseError:
-        pass
-    bad: list[tuple[Decoded, ClickHouseError]] = []
-    for d in items:
-        try:
-            _insert_all(writer, [d], lambda table, one: f"{table}|{one[0].token}")
-        except ClickHouseUnavailable:
-            raise
-        except ClickHouseError as exc:
-            bad.append((d, exc))
+        bad = []
+        for d in fresh:
+            try:
+                _insert_all(writer, [d], lambda table, one: f"{table}|{one[0].token}")
+            except ClickHouseUnavailable:
+                raise
+            except ClickHouseError as exc:
+                bad.append((d, exc))
+    refused = {id(d) for d, _ in bad}
+    stored = [d for d in fresh if id(d) not in refused]
+    if stored:
+        writer.write_stored({d.token: d.batch.run_id for d in stored}, batch_token("stored_messages", stored))
     return bad
 
 
@@ -290,26 +307,15 @@ class BatchReplay:
         return set(self.spans) <= self._done
 
 
-@dataclass
-class SelectionPolicy:
-    """Re-run selection when new eras arrived and the sink is idle, at most every `min_interval_s`."""
-
-    min_interval_s: float = 2.0
-    dirty_runs: set[str] = field(default_factory=set)
-    last_run: float = 0.0
-
-    def due(self, idle: bool) -> bool:
-        return bool(self.dirty_runs) and idle and time.monotonic() - self.last_run >= self.min_interval_s
-
-
 class SinkRunner:
-    def __init__(self, settings: Settings, group_id: str | None = None, client: Any = None, run_id: str | None = None):
+    def __init__(self, settings: Settings, group_id: str | None = None, client: Any = None, run_id: str | None = None,
+                 select: Callable[[str], dict | None] | None = None):
         self.settings = settings
         self.group_id = group_id or stage_group(STAGE)
         self.run_id = run_id  # set: rows are stored under this run id (replays)
         self.name = worker_name(STAGE)
         self._client = client
-        self.selection = SelectionPolicy()
+        self._select = select  # run id -> selection notice body; default: run_selection on this sink's ClickHouse
         self._paused: list[TopicPartition] = []
         self._held: list[Message] = []  # polled while backing off: the next batch starts with them
         self.journal = BatchJournal(settings.data_dir / "sink" / f"{self.group_id}.journal.json")
@@ -317,26 +323,76 @@ class SinkRunner:
 
     def run(self, should_stop: StopFlag) -> None:
         metrics.serve(self.settings.metrics_port)
-        client = self._client or connect(self.settings.clickhouse_url, self.settings.clickhouse_path)
-        apply_schema(client)
-        self.writer = ClickHouseWriter(client)
         self._should_stop = should_stop
+        client = self._open_clickhouse(should_stop)
+        if client is None:
+            return  # stopped while waiting for ClickHouse
+        self.writer = ClickHouseWriter(client)
+        self._lock = shared_lock(embedded=not self.settings.clickhouse_url)
         txn_id = transactional_id(self.settings.data_dir / "slots", self.group_id)
         self.transactions = transactions_for(self.settings, txn_id, self.name, should_stop)
-        consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": self.name})
-        consumer.subscribe(list(STAGE_INPUTS[STAGE]))
+        self.selection = self._selection_worker(should_stop)
+        consumer = self._subscribe()
+        watch = FetchWatch(self.settings, self.name)
+        self.selection.start()
         log.info("%s consuming %s", self.name, ", ".join(STAGE_INPUTS[STAGE]))
         try:
             while not should_stop():
                 messages = self._poll_batch(consumer)
                 if messages:
+                    watch.active()
                     self._store(consumer, messages, should_stop)
-                elif self.selection.due(idle=True):
-                    self._select()
+                elif watch.quiet(lambda: positions_of(consumer, self.settings, self.group_id), consumer, self.group_id):
+                    consumer.close()  # stalled (streams/fetch_watch.py): a new one reads from the committed offsets
+                    consumer = self._subscribe()
         finally:
             consumer.close()
             self.transactions.close()
+            self.selection.stop()
             log.info("%s stopped", self.name)
+
+    def _subscribe(self) -> Consumer:
+        consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": self.name})
+        consumer.subscribe(list(STAGE_INPUTS[STAGE]), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
+        return consumer
+
+    def _open_clickhouse(self, should_stop: StopFlag) -> Any | None:
+        """Connect and apply the schema, waiting (with backoff) while ClickHouse is unavailable.
+
+        Before subscribing: a sink that cannot store holds no partitions meanwhile. Errors that
+        waiting cannot fix (the embedded directory locked by another sink) end the sink.
+        """
+        backoff = 0.5
+        while not should_stop():
+            try:
+                client = self._client or connect(self.settings.clickhouse_url, self.settings.clickhouse_path)
+                apply_schema(client)
+                return client
+            except Exception as exc:
+                problem = classify_error(exc)
+                if not isinstance(problem, ClickHouseUnavailable):
+                    raise problem from None
+                log.warning("%s: ClickHouse unavailable at start (%s); retry in %.1f s", self.name, problem, backoff)
+                deadline = time.monotonic() + backoff
+                while time.monotonic() < deadline and not should_stop():
+                    time.sleep(0.1)
+                backoff = min(backoff * 2, 30.0)
+        return None
+
+    def _selection_worker(self, should_stop: StopFlag) -> SelectionWorker:
+        """Selection in its own thread: with a server it gets its own client, with chDB it shares ours (locked)."""
+        select = self._select
+        if select is None:
+            if self.settings.clickhouse_url:
+                writer = ClickHouseWriter(connect(self.settings.clickhouse_url, self.settings.clickhouse_path))
+            else:
+                writer = self.writer
+            settings, lock = self.settings, self._lock
+            select = lambda run: run_selection(writer, lock, run, settings)  # noqa: E731
+        txn_id = transactional_id(self.settings.data_dir / "slots", f"{self.group_id}.selection")
+        return SelectionWorker(self.name, transactions_for(self.settings, txn_id, f"{self.name}-selection", should_stop),
+                               _notice, select)
 
     def _poll_batch(self, consumer: Consumer) -> list[Message]:
         """Held messages, then whatever arrives within BATCH_WINDOW_S, up to MAX_BATCH messages."""
@@ -389,7 +445,8 @@ class SinkRunner:
         backoff = 0.5
         while True:
             try:
-                bad = store_batch(self.writer, prepared.decoded)
+                with self._lock:
+                    bad = store_batch(self.writer, prepared.decoded)
                 break
             except ClickHouseUnavailable as exc:
                 if should_stop():
@@ -421,39 +478,14 @@ class SinkRunner:
         self.journal.clear()
         metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
         metrics.ERAS.labels(STAGE).inc(len(notices))
-        self.selection.dirty_runs.update(d.batch.run_id for d in prepared.decoded if d.batch.last)
+        self.selection.mark({d.batch.run_id for d in prepared.decoded if d.batch.last})
 
-    # -------------------------------------------------------------- selection
-    def _select(self) -> None:
-        from stages.clickhouse import feature_matrix
-        from stages.selection import select_features
+    # ------------------------------------------------------------ rebalance
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s assigned %s", self.name, _names(partitions))
 
-        notices = []
-        for run_id in sorted(self.selection.dirty_runs):
-            complete = self.writer.client.query(
-                "SELECT count() FROM eras FINAL WHERE run_id = {r:String} AND tsfresh_at IS NOT NULL AND rolling_at IS NOT NULL",
-                parameters={"r": run_id},
-            ).result_rows[0][0]
-            matrix = feature_matrix(self.writer.client, run_id)
-            if matrix.empty:
-                continue
-            started = time.perf_counter()
-            result = select_features(
-                matrix.reset_index(drop=True), self.settings.variance_threshold,
-                self.settings.correlation_threshold, self.settings.pca_components,
-            )
-            selection_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S.%fZ")
-            self.writer.write_selection(result.table, selection_id, run_id, eras=len(matrix))
-            log.info("%s: selection %s over %d eras kept %d of %d features in %.2f s", STAGE, selection_id, len(matrix),
-                     len(result.selected), matrix.shape[1], time.perf_counter() - started)
-            notices.append(_notice(run_id, {"kind": "selection", "run_id": run_id, "eras": len(matrix), "complete_eras": int(complete),
-                                            "kept": len(result.selected), "features": int(matrix.shape[1])}))
-        try:
-            self.transactions.commit(notices)
-        except TransactionAborted as exc:
-            log.warning("%s: selection notices not sent: %s", self.name, exc)
-        self.selection.dirty_runs.clear()
-        self.selection.last_run = time.monotonic()
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s revoked %s", self.name, _names(partitions))
 
     # ---------------------------------------------------------------- pausing
     def _pause(self, consumer: Consumer) -> None:
@@ -475,6 +507,10 @@ def _era_notice(batch: FeatureBatch) -> Output:
 
 def _notice(key: str, body: dict) -> Output:
     return Output(ERAS_DONE, key, json.dumps(body).encode())
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
 def _skip(msg: Message) -> bool:

@@ -24,18 +24,29 @@ BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 
 class StopSignal:
-    """Set by SIGTERM/SIGINT; the runner finishes its batch and leaves the group cleanly."""
+    """Set by SIGTERM/SIGINT; the runner finishes its batch and leaves the group cleanly.
+
+    Used as a context manager, the previous handlers come back on exit: a stage run inside a
+    longer-lived process (a replay, a test) must not leave SIGTERM caught, or that process and
+    every child it forks later would ignore it.
+    """
 
     def __init__(self) -> None:
         self.stopped = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._set)
+        self._previous = {sig: signal.signal(sig, self._set) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _set(self, signum, frame) -> None:  # noqa: ARG002
         self.stopped = True
 
     def __call__(self) -> bool:
         return self.stopped
+
+    def __enter__(self) -> StopSignal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def default_n_jobs(settings: Settings, workers: int) -> Settings:
@@ -67,18 +78,19 @@ def run_stage(
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     pin_blas_threads()
-    signalled = StopSignal()
-    stop = signalled if until is None else (lambda: signalled() or until())
-    if name == "sink":
-        from streams.sink import SinkRunner
+    with StopSignal() as signalled:
+        stop = signalled if until is None else (lambda: signalled() or until())
+        if name == "sink":
+            from streams.sink import SinkRunner
 
-        SinkRunner(settings, group_id=group_id, run_id=run_id).run(stop)
-        return
-    from streams.processors import PROCESSORS
-    from streams.runner import TransactionalStageRunner
+            SinkRunner(settings, group_id=group_id, run_id=run_id).run(stop)
+            return
+        from streams.processors import PROCESSORS
+        from streams.runner import TransactionalStageRunner
 
-    (topic,) = STAGE_INPUTS[name]
-    TransactionalStageRunner(settings, name, topic, PROCESSORS[name](settings), group_id=group_id, run_id=run_id).run(stop)
+        (topic,) = STAGE_INPUTS[name]
+        TransactionalStageRunner(settings, name, topic, PROCESSORS[name](settings), group_id=group_id,
+                                 run_id=run_id).run(stop)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -35,7 +35,7 @@ def _wait_finished(watcher: DoneWatcher, key: str, seconds: float) -> bool:
 def test_a_stalled_watcher_restarts_its_consumer_and_sees_the_notices(settings, unique):
     create_topics(kafka.admin_client(settings), settings.topic_partitions)
     watcher = DoneWatcher(settings)
-    watcher.STALL_CHECK_S = 0.5
+    watcher._watch.check_every_s = 0.5
     try:
         stuck = watcher.consumer
         # A consumer that fetches nothing more: what librdkafka#5153 leaves after a broker restart.
@@ -51,7 +51,7 @@ def test_a_stalled_watcher_restarts_its_consumer_and_sees_the_notices(settings, 
 def test_a_quiet_watcher_keeps_its_consumer(settings, unique):
     create_topics(kafka.admin_client(settings), settings.topic_partitions)
     watcher = DoneWatcher(settings)
-    watcher.STALL_CHECK_S = 0.5
+    watcher._watch.check_every_s = 0.5
     try:
         first = watcher.consumer
         key = f"era-{unique}"

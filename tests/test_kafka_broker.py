@@ -37,11 +37,6 @@ def test_partitions_split_between_two_consumers_of_one_group(bootstrap, unique):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = f"split-{unique}"
     _topic(admin, topic, 4)
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for i in range(40):
-        producer.produce(topic, key=f"k{i}", value=str(i).encode(), partition=i % 4)
-    producer.flush(30)
-
     def member() -> Consumer:
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{unique}", "auto.offset.reset": "earliest",
                       "partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": 10000})
@@ -49,17 +44,27 @@ def test_partitions_split_between_two_consumers_of_one_group(bootstrap, unique):
         return c
 
     a, b = member(), member()
+    # the split first: a member polled before the other joined holds every partition for a while,
+    # and what it read then would be no sign of a wrong split
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (len(a.assignment()) == 2 and len(b.assignment()) == 2):
+        for c in (a, b):
+            msg = c.poll(0.2)
+            assert msg is None or msg.error() is not None, "nothing was produced yet"
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(40):
+        producer.produce(topic, key=f"k{i}", value=str(i).encode(), partition=i % 4)
+    producer.flush(30)
+
     seen: dict[str, set[int]] = {"a": set(), "b": set()}
     values: list[int] = []
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and len(set(values)) < 40:
         for name, c in (("a", a), ("b", b)):
             msg = c.poll(0.2)
             if msg is not None and not msg.error():
                 seen[name].add(msg.partition())
                 values.append(int(msg.value()))
-        if len(a.assignment()) == 2 and len(b.assignment()) == 2 and len(set(values)) == 40:
-            break
     parts_a = {tp.partition for tp in a.assignment()}
     parts_b = {tp.partition for tp in b.assignment()}
     a.close()

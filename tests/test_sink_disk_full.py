@@ -1,4 +1,5 @@
-"""A real fault: the sink's embedded ClickHouse directory runs out of disk mid-run, then gets it back.
+"""Real faults under the sink's embedded ClickHouse: its directory runs out of disk mid-run, then
+gets it back; its filesystem is read-only when the sink starts, then writable again.
 
 The data directory is a 64 MiB tmpfs; the test fills it with dd while the pipeline runs, so
 ClickHouse's own writes fail with ENOSPC / NOT_ENOUGH_SPACE; the sink must hold and retry
@@ -62,4 +63,34 @@ def test_disk_full_under_the_sink_then_freed(settings, unique, small_disk, tmp_p
         assert "dead letter" not in "".join(p.read_text() for p in pipe.log_dir.glob("sink-*.log"))
         _assert_stored_once(pipe, _expected(path))
     finally:
+        pipe.close()
+
+
+def _sink_log(pipe) -> str:
+    return "".join(p.read_text() for p in pipe.log_dir.glob("sink-*.log"))
+
+
+def test_clickhouse_unwritable_at_start_the_sink_waits_then_stores(settings, unique, small_disk, tmp_path):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    cfg = settings.model_copy(update={"run_id": f"run-{unique}", "batch_size": 60})
+    pipe = PipelineUnderTest(cfg)
+    try:
+        path = _input(tmp_path, "in", days=3)
+        pipe.start_all()
+        report = pipe.ingest(path)
+        deadline = time.monotonic() + 60
+        while "ClickHouse unavailable at start" not in _sink_log(pipe) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "ClickHouse unavailable at start" in _sink_log(pipe), pipe.logs()
+        assert "Read-only file system" in _sink_log(pipe)
+        time.sleep(3)
+        assert all(p.poll() is None for p in pipe.procs["sink"]), f"the sink exited:\n{pipe.logs()}"
+        pipe.watcher.poll()
+        assert pipe.watcher.finished(report.eras) == 0
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+        pipe.wait_stored(report.eras)
+        pipe.stop()
+        _assert_stored_once(pipe, _expected(path))
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=False)
         pipe.close()

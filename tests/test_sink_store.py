@@ -126,3 +126,22 @@ def test_classify_clickhouse_connect_errors():
     assert isinstance(classify_error(DatabaseError("HTTPDriver received ClickHouse error code 242\n Code: 242. Table is in readonly mode")),
                       ClickHouseUnavailable)
     assert type(classify_error(DatabaseError("Code: 27. DB::Exception: Cannot parse input"))) is ClickHouseError
+
+
+def test_messages_sent_again_long_after_are_not_stored_twice_whatever_the_dedup_window(client):
+    """A replay re-sends messages in batches cut differently, far beyond the insert dedup window."""
+    for table in ("era_features", "rolling_features", "eras", "stored_messages"):
+        client.command(f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 1")
+    try:
+        writer = ClickHouseWriter(client)
+        first = [_decoded(f"w{i}", 0, True, 3, offset=i, run="rw") for i in range(6)]
+        assert store_batch(writer, first[:4]) == []
+        for n in range(5):  # other batches since: the window (1 insert) has long moved on
+            assert store_batch(writer, [_decoded(f"other{n}", 0, True, 2, offset=100 + n, run="rw2")]) == []
+        again = [_decoded(f"w{i}", 0, True, 3, offset=50 + i, run="rw") for i in range(2, 6)]  # w2..w5, new offsets
+        again.append(again[-1])  # and one of them twice within the batch
+        assert store_batch(writer, again) == []
+        assert _counts(client, "rw") == (18, 18)  # w0..w5, 3 rows each, once
+    finally:
+        for table in ("era_features", "rolling_features", "eras", "stored_messages"):
+            client.command(f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 10000")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -41,14 +44,27 @@ def _pool_sees_free_lock(ctx) -> bool:
         holder.join()
 
 
+def _check_in_fresh_process(context: str) -> bool:
+    """Run the check in a new interpreter: forking this test process, whose other threads
+    (librdkafka, chDB) may hold any lock, can hang the forked child itself, not just the check."""
+    code = ("import multiprocessing; from stages.worker_pool import worker_context; "
+            "from tests.test_worker_pool import _pool_sees_free_lock; "
+            f"ctx = worker_context() if {context!r} == 'worker' else multiprocessing.get_context({context!r}); "
+            "print(_pool_sees_free_lock(ctx))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1] == "True"
+
+
 def test_workers_do_not_inherit_a_lock_another_thread_holds():
     # A forked worker would find the lock taken for ever: the CI hang in a tsfresh pool.
-    assert _pool_sees_free_lock(worker_context())
+    assert _check_in_fresh_process("worker")
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
 def test_the_check_catches_a_plain_fork():
-    assert not _pool_sees_free_lock(multiprocessing.get_context("fork"))
+    assert not _check_in_fresh_process("fork")
 
 
 def _no_setup() -> None:
