@@ -56,6 +56,21 @@ def shared_executor(workers: int, initializer: Callable[[], None]) -> ProcessPoo
         return pool
 
 
+def kill_worker_processes() -> int:
+    """SIGKILL every worker process this process started (all pools: ours and tsfresh's), and
+    forget the pools. For a compute abandoned after its timeout: a frozen or runaway worker
+    would otherwise outlive the process that replaces this one. Returns how many were killed."""
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    children = multiprocessing.active_children()
+    for child in children:
+        child.kill()
+    for pool in pools:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return len(children)
+
+
 def discard_executor(pool: ProcessPoolExecutor) -> None:
     """Forget a pool that broke (a worker died); the next call to shared_executor starts anew."""
     with _shared_lock:

@@ -227,7 +227,13 @@ def stage(
         raise typer.Exit(2)
     cfg = default_n_jobs(cfg, workers)
     if workers == 1:
-        run_stage(cfg, name, group_id=group)
+        from streams.runner import ComputeAbandoned
+        from streams.workers import replace_process
+
+        try:
+            run_stage(cfg, name, group_id=group)
+        except ComputeAbandoned as exc:  # a compute thread cannot be stopped: a fresh process goes on
+            replace_process(str(exc))
         return
     # each worker is a child process; one that dies is restarted with backoff until SIGTERM/Ctrl-C
     raise typer.Exit(supervise(lambda i: spawn_worker(cfg, name, i, group_id=group), workers))
@@ -445,6 +451,7 @@ def replay(
     import time as _time
 
     from streams.replay import CaughtUp, ReplayError, parse_timestamp, plan_replay
+    from streams.runner import ComputeAbandoned
     from streams.workers import run_stage
 
     if from_beginning == (from_timestamp is not None):
@@ -465,8 +472,13 @@ def replay(
         return
     caught_up = CaughtUp(cfg, plan)
     deadline = None if timeout is None else _time.monotonic() + timeout
-    run_stage(cfg, stage_name, group_id=plan.group_id, run_id=new_run_id,
-              until=lambda: caught_up() or (deadline is not None and _time.monotonic() > deadline))
+    try:
+        run_stage(cfg, stage_name, group_id=plan.group_id, run_id=new_run_id,
+                  until=lambda: caught_up() or (deadline is not None and _time.monotonic() > deadline))
+    except ComputeAbandoned as exc:
+        console.print(f"[red]error:[/red] {exc}; its chunks are in the dead-letter topic and group "
+                      f"{plan.group_id} has committed up to it: run the replay's stage again to go on")
+        raise typer.Exit(1) from None
     if not caught_up():
         console.print("[yellow]stopped before catching up[/yellow]")
         raise typer.Exit(1)

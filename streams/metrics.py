@@ -13,6 +13,7 @@ ERA_SECONDS = Histogram(
 DEAD_LETTERS = Counter("erastream_dead_letters_total", "Messages sent to a dead-letter topic", ["stage"])
 STALLED = Counter("erastream_eras_stalled_total", "Unfinished eras dead-lettered after ERA_STALL_TIMEOUT", ["stage"])
 POISON = Counter("erastream_eras_poison_total", "Eras dead-lettered after ending their worker ERA_MAX_ATTEMPTS times", ["stage"])
+TIMED_OUT = Counter("erastream_eras_timed_out_total", "Eras dead-lettered after their compute passed ERA_COMPUTE_TIMEOUT_S", ["stage"])
 IN_FLIGHT = Gauge("erastream_eras_in_flight", "Eras buffered but not yet complete", ["stage"])
 CONSUMER_LAG = Gauge("erastream_consumer_lag", "Messages behind the end of the partition", ["stage", "topic", "partition"])
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Callable, Protocol
 
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 
 StopFlag = Callable[[], bool]
 
+#: Eras abandoned at their timeout by earlier images of this process (carried through the exec
+#: that replaces it), so erastream_eras_timed_out_total does not start again at 0.
+TIMED_OUT_ENV = "ERASTREAM_ERAS_TIMED_OUT"
+
 
 class EraStalled(RuntimeError):
     """An era received no chunk for ERA_STALL_TIMEOUT_S and cannot complete (the dead letters' error type)."""
@@ -41,6 +46,16 @@ class EraStalled(RuntimeError):
 
 class EraCrashedWorker(RuntimeError):
     """An era whose compute ended its worker ERA_MAX_ATTEMPTS times (the dead letters' error type)."""
+
+
+class EraComputeTimedOut(RuntimeError):
+    """An era whose compute passed ERA_COMPUTE_TIMEOUT_S (the dead letters' error type)."""
+
+
+class ComputeAbandoned(RuntimeError):
+    """Raised by run() after an era's compute was abandoned at its timeout and the era's dead
+    letters were committed. The compute thread cannot be stopped from outside, so the caller
+    replaces this process (streams.workers.replace_process) instead of computing beside it."""
 
 
 class EraProcessor(Protocol):
@@ -98,7 +113,8 @@ class TransactionalStageRunner:
         self._revoked_in_batch: set[int] = set()  # partitions revoked since this batch began
         self.attempts = AttemptLedger(settings.data_dir / "attempts", self.group_id)
         self._attempted: list[str] = []  # eras whose compute this batch started
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-compute")
+        self._abandoned: str | None = None  # the attempt whose compute passed its timeout
+        metrics.TIMED_OUT.labels(stage).inc(int(os.environ.get(TIMED_OUT_ENV, "0") or 0))
 
     # ------------------------------------------------------------------ loop
     def run(self, should_stop: StopFlag) -> None:
@@ -126,10 +142,12 @@ class TransactionalStageRunner:
                 outputs += self._stalled()
                 if messages or outputs:
                     self._commit(consumer, outputs)
+                if self._abandoned:
+                    raise ComputeAbandoned(f"{self.name} abandoned the compute of {self._abandoned} at "
+                                           f"ERA_COMPUTE_TIMEOUT_S={self.settings.era_compute_timeout_s:g}")
         finally:
             consumer.close()
             self.transactions.close()
-            self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("%s stopped", self.name)
 
     def _subscribe(self) -> Consumer:
@@ -144,6 +162,8 @@ class TransactionalStageRunner:
     def _handle(self, consumer: Consumer, messages: list[Message]) -> list[Output]:
         outputs: list[Output] = []
         for msg in messages:
+            if self._abandoned:
+                break  # the rest of the batch is read again by the process that replaces this one
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
@@ -176,7 +196,7 @@ class TransactionalStageRunner:
                 metrics.POISON.labels(self.stage).inc()
                 outputs.extend(self._era_dead_letters(era, EraCrashedWorker(reason)))
                 continue
-            outputs.extend(self._compute_paused(consumer, era))
+            outputs.extend(self._compute_paused(consumer, era, attempt))
         metrics.IN_FLIGHT.labels(self.stage).set(self.assembler.in_flight())
         return outputs
 
@@ -200,15 +220,18 @@ class TransactionalStageRunner:
             for chunk, offset in zip(era.chunks, era.offsets)
         ]
 
-    def _compute_paused(self, consumer: Consumer, era: CompleteEra) -> list[Output]:
+    def _compute_paused(self, consumer: Consumer, era: CompleteEra, attempt: str) -> list[Output]:
         """Compute in a thread while this one keeps polling with every partition paused.
 
         Polling keeps the worker in its group however long the era takes (no
         max.poll.interval.ms to tune) and serves rebalances; messages of partitions
         assigned meanwhile are held for the next batch. An era whose partition was
-        revoked meanwhile is dropped: its new owner computes it again.
+        revoked meanwhile is dropped: its new owner computes it again. An era still
+        computing after ERA_COMPUTE_TIMEOUT_S is abandoned (see :meth:`_abandon`).
         """
-        future = self._executor.submit(self._process, era)
+        future = self._start_compute(era)
+        timeout = self.settings.era_compute_timeout_s
+        deadline = time.monotonic() + timeout if timeout else None
         paused = consumer.assignment()
         consumer.pause(paused)
         try:
@@ -217,6 +240,9 @@ class TransactionalStageRunner:
                     return_value = future.result(timeout=0.2)
                     break
                 except FuturesTimeout:
+                    if deadline is not None and time.monotonic() > deadline:
+                        return_value = self._abandon(era, attempt, timeout)
+                        break
                     msg = consumer.poll(0.3)
                     if msg is not None:
                         self._held.append(msg)
@@ -228,6 +254,40 @@ class TransactionalStageRunner:
         for out in return_value:
             out.source_partition = era.partition
         return return_value
+
+    def _start_compute(self, era: CompleteEra) -> Future:
+        """_process(era) in a daemon thread of its own: one abandoned at its timeout never
+        holds up the interpreter's exit (a ThreadPoolExecutor's threads are joined at exit)."""
+        future: Future = Future()
+
+        def compute() -> None:
+            try:
+                future.set_result(self._process(era))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                future.set_exception(exc)
+
+        threading.Thread(target=compute, name=f"{self.stage}-compute-{era.key}", daemon=True).start()
+        return future
+
+    def _abandon(self, era: CompleteEra, attempt: str, timeout: float) -> list[Output]:
+        """The era's dead letters, once its compute passed the timeout.
+
+        The worker processes of this process's pools are killed (a frozen or runaway pool
+        worker is the usual hang); the compute thread itself cannot be stopped, so run()
+        commits this batch up to the era and raises ComputeAbandoned for the process to be
+        replaced. The rest of the batch is left to that new process.
+        """
+        from stages.worker_pool import kill_worker_processes
+
+        killed = kill_worker_processes()
+        reason = (f"era {era.key} was still computing after ERA_COMPUTE_TIMEOUT_S={timeout:g} s; abandoned"
+                  + (f" ({killed} pool worker process(es) killed)" if killed else ""))
+        log.error("%s: %s; its chunks go to %s and this worker process is replaced", self.name, reason,
+                  dlq(self.source_topic))
+        metrics.TIMED_OUT.labels(self.stage).inc()
+        os.environ[TIMED_OUT_ENV] = str(int(os.environ.get(TIMED_OUT_ENV, "0") or 0) + 1)
+        self._abandoned = attempt
+        return self._era_dead_letters(era, EraComputeTimedOut(reason))
 
     def _process(self, era: CompleteEra) -> list[Output]:
         started = time.perf_counter()
@@ -261,13 +321,15 @@ class TransactionalStageRunner:
         kept = [o for o in outputs if ours(o.source_partition)]
         if len(kept) < len(outputs):
             log.info("%s: %d output(s) of revoked partitions left out of the commit", self.name, len(outputs) - len(kept))
+        committed = False
         try:
             self.transactions.commit(kept, offsets, consumer)
+            committed = True
         except TransactionAborted as exc:
             log.warning("%s; rewinding to the committed offsets", exc)
             self._rewind(consumer)
-        finally:  # committed or aborted, the attempts ended without killing this worker
-            self.attempts.forget(self._attempted)
+        finally:  # the attempts ended without killing this worker; an abandoned one counts unless committed
+            self.attempts.forget([a for a in self._attempted if committed or a != self._abandoned])
             self._attempted = []
 
     def _rewind(self, consumer: Consumer) -> None:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     era_max_attempts: int = Field(
         3, ge=1, description="an era whose compute ended its worker this many times is dead-lettered"
     )
+    era_compute_timeout_s: float = Field(
+        3600.0, ge=0, description="seconds one era's compute may take; longer: abandoned, dead-lettered, worker process replaced (0: no limit)"
+    )
     era_stall_timeout_s: float = Field(
         3600.0, gt=0, description="seconds without a new chunk after which an unfinished era is dead-lettered"
     )

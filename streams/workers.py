@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from pydantic import SecretStr
 
@@ -91,6 +91,21 @@ def run_stage(
         (topic,) = STAGE_INPUTS[name]
         TransactionalStageRunner(settings, name, topic, PROCESSORS[name](settings), group_id=group_id,
                                  run_id=run_id).run(stop)
+
+
+def replace_process(reason: str) -> NoReturn:
+    """Run this process's own command line again in its place (exec: same pid, fresh interpreter).
+
+    For a stage whose compute was abandoned at ERA_COMPUTE_TIMEOUT_S: the stuck thread dies
+    with the old image, and a supervisor (`stage --workers N`, `erastream run`, systemd)
+    sees the same process go on instead of a death to report or restart.
+    """
+    log.warning("%s; restarting this worker process in place (pid %d)", reason, os.getpid())
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
