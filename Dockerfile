@@ -28,13 +28,19 @@ COPY streams ./streams
 COPY stages ./stages
 COPY schemas ./schemas
 COPY infra ./infra
+# The feature kernels compiled into numba's cache (NUMBA_CACHE_DIR, handed to the runtime user
+# below) from the installed package (run from /, not /app's copy): no compile pause on the
+# first era.
+ENV NUMBA_CACHE_DIR=/var/cache/numba
 RUN pip install --no-deps . \
-    && erastream --help >/dev/null
+    && erastream --help >/dev/null \
+    && cd / && python -m stages.feature_engine.warm
 
 # An unprivileged user owning the state directory (follow state, embedded chDB when used).
 RUN useradd --create-home --uid 10001 erastream \
     && mkdir -p /data \
-    && chown erastream:erastream /data
+    && chown erastream:erastream /data \
+    && chown -R erastream:erastream /var/cache/numba
 USER erastream
 
 # Prometheus metrics, when METRICS_PORT is set (compose sets 9108).

@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml infra/kafka/pom.xml infra/install-system-deps.sh
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/erastream broker provision
+	$(BIN)/python -m stages.feature_engine.warm
 	rm -f $(VENV)/.installed-* && touch $@
 
 sample: $(STAMP)
