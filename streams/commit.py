@@ -11,8 +11,10 @@ offsets that the batch covers. :meth:`Transactions.commit` then runs the numbere
 5. commit the transaction (retriable errors retried, a bounded number of times),
 
 and either returns (all of it committed) or aborts and raises :class:`TransactionAborted` (none
-of it committed; a consuming caller rewinds its consumer to the committed offsets, see
-:func:`rewind`). Aborting is bounded too: when the broker cannot even abort (it is down, or
+of it committed; a consuming caller then closes its consumer and subscribes a new one, which
+reads again from the committed offsets: seeking the old one back is not enough, because a
+consumer whose partitions were lost in the abort's cause and assigned back resumes at its
+in-memory positions, past the aborted records). Aborting is bounded too: when the broker cannot even abort (it is down, or
 the producer was fenced or hit a fatal error) the producer is thrown away, and the next
 batch starts a new one with the same ``transactional.id``, whose ``init_transactions``
 aborts whatever the old one left open; that start waits for the broker as long as it takes.
@@ -237,32 +239,6 @@ class Transactions:
             self._retrying("abort", self._producer.abort_transaction)
         except KafkaException as exc:
             self._reset(f"abort failed: {exc.args[0]}")
-
-
-def rewind(consumer: Any, partitions: list[TopicPartition], should_stop: StopFlag, retry: RetryPolicy | None = None) -> bool:
-    """Seek the consumer back to its group's committed offsets (the start, where none).
-
-    Retries while the broker is away; returns False only when asked to stop first.
-    """
-    if not partitions:
-        return True
-    retry = retry or RetryPolicy()
-    delay = retry.backoff_s
-    while True:
-        try:
-            committed = consumer.committed(partitions, timeout=retry.step_timeout_s)
-            for tp in committed:
-                consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
-            return True
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.code() == KafkaError._STATE or error.code() == KafkaError._UNKNOWN_PARTITION:
-                return True  # no longer assigned: its new owner reads from the committed offset
-            if should_stop():
-                return False
-            log.warning("rewind: cannot read committed offsets yet (%s); retrying in %.1f s", error, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, retry.max_backoff_s)
 
 
 def _discard(producer: Producer) -> None:

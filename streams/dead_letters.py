@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streams import kafka
 from streams.commit import BrokerUnavailable, Output, TransactionAborted, Transactions, transactions_for
@@ -259,7 +259,12 @@ class _Replayer:
 
     def run(self, topics: list[str], timeout: float) -> None:
         name = f"dlq-replay-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        consumer = kafka.consumer(self.settings, self.group_id, **{"client.id": name, "enable.partition.eof": True})
+
+        def subscribed() -> Consumer:
+            c = kafka.consumer(self.settings, self.group_id, **{"client.id": name, "enable.partition.eof": True})
+            c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            return c
+
         # one transactional.id per replay group: a replay fences any earlier one and aborts the
         # transaction a crashed one left open, so read_committed readers never wait for it
         deadline = time.monotonic() + timeout
@@ -268,17 +273,17 @@ class _Replayer:
         try:
             transactions.producer
         except BrokerUnavailable as exc:
-            consumer.close()
             raise ReplayError(f"dlq replay cannot start its transactions: {exc}") from exc
-        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        consumer = subscribed()
         try:
             while time.monotonic() < deadline:
                 if self.assigned and self.assigned <= self.done:
                     return
                 messages = consumer.consume(num_messages=self.batch_size, timeout=0.5)
                 letters, offsets = self._take(messages)
-                if offsets:
-                    self._commit(transactions, consumer, letters, offsets)
+                if offsets and not self._commit(transactions, consumer, letters, offsets):
+                    consumer.close()  # a new consumer reads again from the committed offsets (see runner._replace)
+                    consumer = subscribed()
             self.report.complete = False
             log.warning("dlq replay: timed out after %.0f s; partitions left: %s", timeout, sorted(self.assigned - self.done))
         finally:
@@ -309,27 +314,20 @@ class _Replayer:
                 self.done.add(tp)
         return letters, offsets
 
-    def _commit(self, transactions: Transactions, consumer, letters: list[DeadLetter], offsets: dict[TP, int]) -> None:
+    def _commit(self, transactions: Transactions, consumer, letters: list[DeadLetter], offsets: dict[TP, int]) -> bool:
+        """One batch sent back with its offsets; False when the transaction was aborted."""
         try:
             transactions.commit([letter.replay_output() for letter in letters],
                                 [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())], consumer)
         except TransactionAborted as exc:
             log.warning("dlq replay: %s; rereading from the committed offsets", exc)
-            self._rewind(consumer, set(offsets))
-            return
+            return False
         self.report.letters.extend(letters)
         self.report.transactions += 1
         if self.on_batch is not None:
             self.on_batch(letters)
         log.info("dlq replay: %d message(s) sent back", len(letters))
-
-    def _rewind(self, consumer, tps: set[TP]) -> None:
-        self.done.difference_update(tps)
-        mine = [TopicPartition(t, p) for t, p in sorted(tps & self.assigned)]
-        if not mine:
-            return
-        for tp in consumer.committed(mine, timeout=30):
-            consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+        return True
 
     def _on_assign(self, consumer, tps: list[TopicPartition]) -> None:
         for tp in tps:

@@ -94,6 +94,7 @@ class FetchWatch:
         self._quiet_since = time.monotonic()
         positions = current()
         if not positions:
+            log.debug("%s: fetch watch: no partitions", self.name)
             return self._outside_group(consumer, group_id)
         self._outside = 0
         try:
@@ -105,6 +106,7 @@ class FetchWatch:
         except KafkaException:
             return False  # the broker is away: nothing to decide yet
         stalled = self.rule.check(positions, ends)
+        log.debug("%s: fetch watch: positions %s, ends %s", self.name, sorted(positions.items()), sorted(ends.items()))
         if stalled:
             where = ", ".join(f"{t}[{p}] at {o} of {ends[(t, p)]}" for (t, p), o in sorted(stalled.items()))
             log.warning("%s: consumer stalled behind data (%s); starting a new one at the same offsets", self.name, where)

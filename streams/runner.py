@@ -3,8 +3,8 @@
 Each batch: consume, decode, reassemble eras, compute finished eras with no
 transaction open (eras can take minutes), then in one short Kafka transaction
 produce the outputs and dead letters and commit the commit-safe offsets. A
-failed transaction is aborted and the consumer rewinds to its committed offsets,
-so nothing is lost or doubled.
+failed transaction is aborted and a new consumer reads again from the committed
+offsets, so nothing is lost or doubled.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from schemas.codec import MessageDecodeError, decode_era_chunk, encode_era_chunk
 from streams import failpoints, kafka, metrics
 from streams.assembler import CompleteEra, EraAssembler, StalledEra
 from streams.attempts import AttemptLedger
-from streams.commit import Output, TransactionAborted, rewind, transactions_for
+from streams.commit import Output, TransactionAborted, transactions_for
 from streams.fetch_watch import FetchWatch, positions_of
 from streams.slots import transactional_id
 from streams.settings import Settings
@@ -135,13 +135,12 @@ class TransactionalStageRunner:
                 if messages:
                     watch.active()
                 elif watch.quiet(lambda: positions_of(consumer, self.settings, self.group_id), consumer, self.group_id):
-                    consumer.close()  # leaves the group: its partitions come back from their committed offsets
-                    consumer = self._subscribe()
+                    consumer = self._replace(consumer)
                     continue
                 outputs = self._handle(consumer, messages) if messages else []
                 outputs += self._stalled()
-                if messages or outputs:
-                    self._commit(consumer, outputs)
+                if (messages or outputs) and not self._commit(consumer, outputs):
+                    consumer = self._replace(consumer)  # aborted: read again from the committed offsets
                 if self._abandoned:
                     raise ComputeAbandoned(f"{self.name} abandoned the compute of {self._abandoned} at "
                                            f"ERA_COMPUTE_TIMEOUT_S={self.settings.era_compute_timeout_s:g}")
@@ -303,8 +302,8 @@ class TransactionalStageRunner:
         log.info("%s: era %s (%d chunks) in %.2f s -> %d messages", self.stage, era.key, len(era.chunks), seconds, len(outputs))
         return outputs
 
-    def _commit(self, consumer: Consumer, outputs: list[Output]) -> None:
-        """Outputs and commit-safe offsets in one transaction; aborted: rewind and read again.
+    def _commit(self, consumer: Consumer, outputs: list[Output]) -> bool:
+        """Outputs and commit-safe offsets in one transaction; False when it was aborted.
 
         A partition revoked while the batch was in hand (even if assigned again since) has
         neither its outputs nor its offsets in the commit: its owner reads it again from the
@@ -326,18 +325,24 @@ class TransactionalStageRunner:
             self.transactions.commit(kept, offsets, consumer)
             committed = True
         except TransactionAborted as exc:
-            log.warning("%s; rewinding to the committed offsets", exc)
-            self._rewind(consumer)
+            log.warning("%s; a new consumer reads again from the committed offsets", exc)
         finally:  # the attempts ended without killing this worker; an abandoned one counts unless committed
             self.attempts.forget([a for a in self._attempted if committed or a != self._abandoned])
             self._attempted = []
+        return committed
 
-    def _rewind(self, consumer: Consumer) -> None:
-        """Back to the committed offsets: the aborted batch is read and computed again."""
+    def _replace(self, consumer: Consumer) -> Consumer:
+        """Close the consumer and subscribe a new one: it starts from the group's committed offsets.
+
+        After an aborted batch (and for a consumer that stopped fetching, streams/fetch_watch.py).
+        Seeking the old consumer back is not enough: one whose partitions were lost in the abort's
+        cause (a broker freeze) and assigned back resumed at its in-memory positions, past the
+        aborted records, with nothing committed for them (see docs/architecture.md).
+        """
         self.assembler.clear()
         self._held.clear()
-        partitions = [TopicPartition(self.source_topic, p) for p in sorted(self._assigned)]
-        rewind(consumer, partitions, self._should_stop)
+        consumer.close()  # leaves the group: the partitions come back from their committed offsets
+        return self._subscribe()
 
     # ------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -7,7 +7,8 @@ table, whose deduplication token is derived from the messages' content digests a
 The eras table gets one insert per batch and nothing is read back (it folds rows, see
 infra/clickhouse/003_eras.sql). Only after ClickHouse accepted the batch do its era
 notices and dead letters go to Kafka, in one transaction with the batch's offsets
-(streams/commit.py); an aborted transaction rewinds to the committed offsets.
+(streams/commit.py); after an aborted transaction a new consumer reads again from the
+committed offsets.
 
 While ClickHouse is unavailable the sink pauses its partitions, keeps polling so it stays
 in its group (anything still returned is held for the next batch, never dropped), and
@@ -37,7 +38,7 @@ from stages.clickhouse import (
     ClickHouseError, ClickHouseUnavailable, ClickHouseWriter, EraRecord, apply_schema, classify_error, connect,
 )
 from streams import failpoints, kafka, metrics
-from streams.commit import Output, TransactionAborted, rewind, transactions_for
+from streams.commit import Output, TransactionAborted, transactions_for
 from streams.fetch_watch import FetchWatch, positions_of
 from streams.runner import StopFlag, dead_letter, worker_name
 from streams.selector import SelectionWorker, run_selection, shared_lock
@@ -233,7 +234,7 @@ class BatchJournal:
     Kafka commit aborts) after ClickHouse took a batch re-reads from the committed offsets, where
     more messages may have arrived by then: a batch cut anew would get new tokens and store the
     rows twice (FINAL would hide it, counts would not). So the ranges are written before the
-    insert and the next batch after a restart or rewind is that same batch again, whose inserts
+    insert and the next batch after a restart or an aborted commit is that same batch again, whose inserts
     ClickHouse then drops as duplicates. One file per sink group on this host (the embedded
     ClickHouse allows one sink per data directory; with a server and sinks on several hosts, a
     partition that moves host after a crash can store such a batch twice until the merge).
@@ -341,10 +342,10 @@ class SinkRunner:
                 messages = self._poll_batch(consumer)
                 if messages:
                     watch.active()
-                    self._store(consumer, messages, should_stop)
+                    if not self._store(consumer, messages, should_stop):
+                        consumer = self._replace(consumer)  # aborted: the journaled batch is read again
                 elif watch.quiet(lambda: positions_of(consumer, self.settings, self.group_id), consumer, self.group_id):
-                    consumer.close()  # stalled (streams/fetch_watch.py): a new one reads from the committed offsets
-                    consumer = self._subscribe()
+                    consumer = self._replace(consumer)  # stalled (streams/fetch_watch.py)
         finally:
             consumer.close()
             self.transactions.close()
@@ -356,6 +357,13 @@ class SinkRunner:
         consumer.subscribe(list(STAGE_INPUTS[STAGE]), on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_revoke)
         return consumer
+
+    def _replace(self, consumer: Consumer) -> Consumer:
+        """Close the consumer and subscribe a new one, which starts from the committed offsets
+        (the old one's positions cannot be trusted: see TransactionalStageRunner._replace)."""
+        self._paused = []
+        consumer.close()
+        return self._subscribe()
 
     def _open_clickhouse(self, should_stop: StopFlag) -> Any | None:
         """Connect and apply the schema, waiting (with backoff) while ClickHouse is unavailable.
@@ -437,7 +445,9 @@ class SinkRunner:
                 prepared.dead.append(dead_letter(msg, STAGE, exc))
         return prepared
 
-    def _store(self, consumer: Consumer, messages: list[Message], should_stop: StopFlag) -> None:
+    def _store(self, consumer: Consumer, messages: list[Message], should_stop: StopFlag) -> bool:
+        """Insert the batch, then commit its notices, dead letters and offsets in one transaction;
+        False when that transaction was aborted (the caller replaces its consumer)."""
         # partition order, not arrival order: a batch read again (BatchJournal) must give the same tokens
         messages = sorted(messages, key=lambda m: (m.topic(), m.partition(), m.offset()))
         prepared = self._prepare(messages)
@@ -470,15 +480,15 @@ class SinkRunner:
         try:
             self.transactions.commit(dead + notices, prepared.offsets(), consumer)
         except TransactionAborted as exc:
-            log.warning("%s; rewinding to the committed offsets", exc)
+            log.warning("%s; a new consumer reads again from the committed offsets", exc)
             self._held = []
             self._replay = self.journal.load()  # the rows are in ClickHouse: the next batch is this one again
-            rewind(consumer, consumer.assignment(), should_stop)
-            return
+            return False
         self.journal.clear()
         metrics.DEAD_LETTERS.labels(STAGE).inc(len(dead))
         metrics.ERAS.labels(STAGE).inc(len(notices))
         self.selection.mark({d.batch.run_id for d in prepared.decoded if d.batch.last})
+        return True
 
     # ------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
