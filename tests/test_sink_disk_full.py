@@ -1,5 +1,6 @@
 """Real faults under the sink's embedded ClickHouse: its directory runs out of disk mid-run, then
-gets it back; its filesystem is read-only when the sink starts, then writable again.
+gets it back (also with a rebalance of the sink's group during the outage); its filesystem is
+read-only when the sink starts, then writable again.
 
 The data directory is a 64 MiB tmpfs; the test fills it with dd while the pipeline runs, so
 ClickHouse's own writes fail with ENOSPC / NOT_ENOUGH_SPACE; the sink must hold and retry
@@ -14,6 +15,8 @@ import time
 
 import pytest
 
+from streams import kafka
+from streams.topics import STAGE_INPUTS, stage_group
 from tests.harness import PipelineUnderTest
 from tests.test_delivery import _assert_stored_once, _expected, _input
 
@@ -68,6 +71,62 @@ def test_disk_full_under_the_sink_then_freed(settings, unique, small_disk, tmp_p
 
 def _sink_log(pipe) -> str:
     return "".join(p.read_text() for p in pipe.log_dir.glob("sink-*.log"))
+
+
+def _revocations(pipe) -> int:
+    return sum(" revoked " in line and "revoked nothing" not in line for line in _sink_log(pipe).splitlines())
+
+
+def _wait_log(pipe, text: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in _sink_log(pipe) and time.monotonic() < deadline:
+        pipe.watcher.poll()
+        time.sleep(0.2)
+    assert text in _sink_log(pipe), f"{text!r} not in the sink's log:\n{pipe.logs()}"
+
+
+def test_a_rebalance_during_the_outage_loses_and_doubles_nothing(settings, unique, small_disk, tmp_path):
+    """Issue 8, 2(a)/(d): while the sink backs off from a full disk, a second member joins its group
+    and takes partitions (a real cooperative rebalance: the sink holds a batch and messages of
+    partitions it no longer owns), the disk is freed while that member holds them, and then it
+    leaves without committing. No ClickHouse server can run here, so the second member is a plain
+    group consumer rather than a second sink with a database of its own: every era must end up in
+    the one real chDB exactly once, with the clean run's values, and the sink must never exit."""
+    cfg = settings.model_copy(update={"run_id": f"run-{unique}", "batch_size": 60})
+    pipe = PipelineUnderTest(cfg)
+    rival = None
+    try:
+        path = _input(tmp_path, "in", days=4)
+        pipe.start_all()
+        _wait_log(pipe, "consuming")
+        _fill(small_disk)
+        report = pipe.ingest(path)
+        _wait_log(pipe, "ClickHouse unavailable")
+        revoked_before = _revocations(pipe)
+        rival = kafka.consumer(cfg, stage_group("sink"))
+        rival.subscribe(list(STAGE_INPUTS["sink"]))
+        deadline = time.monotonic() + 60
+        while not rival.assignment() and time.monotonic() < deadline:
+            rival.poll(0.2)  # reads, never commits
+        assert rival.assignment(), f"the second member got no partition:\n{pipe.logs()}"
+        while _revocations(pipe) == revoked_before and time.monotonic() < deadline:
+            rival.poll(0.2)
+        assert _revocations(pipe) > revoked_before, pipe.logs()
+        (small_disk / "filler").unlink()
+        held_until = time.monotonic() + 8  # the sink stores what it holds while the member keeps its share
+        while time.monotonic() < held_until:
+            rival.poll(0.2)
+        rival.close()
+        rival = None
+        pipe.wait_stored(report.eras)
+        assert all(p.poll() is None for p in pipe.procs["sink"]), f"the sink exited:\n{pipe.logs()}"
+        pipe.stop()
+        assert "dead letter" not in _sink_log(pipe)
+        _assert_stored_once(pipe, _expected(path))
+    finally:
+        if rival is not None:
+            rival.close()
+        pipe.close()
 
 
 def test_clickhouse_unwritable_at_start_the_sink_waits_then_stores(settings, unique, small_disk, tmp_path):
