@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from stages.clickhouse import connect
 from streams.ingest import IngestReport, publish
@@ -13,6 +14,20 @@ from streams.settings import Settings
 from streams.topics import create_topics
 from streams import kafka
 from streams.workers import spawn_stage, stop_processes
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], seconds: float, what: str, details: Callable[[], str] | None = None) -> T:
+    """condition()'s first truthy value within `seconds` (polled every 0.5 s); else an
+    AssertionError naming `what`, with `details()` (logs, say) appended."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not seen within {seconds:.0f} s" + (f"; logs:\n{details()}" if details else ""))
 
 
 class PipelineUnderTest:

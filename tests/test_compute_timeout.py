@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 import urllib.request
 
 import pandas as pd
@@ -26,7 +25,7 @@ from stages.sample_data import generate_sample
 from streams.topic_reader import BoundedRead, reader
 from streams.topics import ERAS_CLEAN, FEATURES_TSFRESH, dlq
 from streams.workers import spawn_worker
-from tests.harness import PipelineUnderTest
+from tests.harness import PipelineUnderTest, wait_until
 from tests.test_dead_letters import _ends, _start_group_at_end
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -53,13 +52,7 @@ def _messages(settings, since: dict, topic: str) -> list:
 
 
 def _wait(condition, seconds: float, what: str, pipe: PipelineUnderTest):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not seen in {seconds:.0f} s; logs:\n{pipe.logs(6000)}")
+    return wait_until(condition, seconds, what, lambda: pipe.logs(6000))
 
 
 def _free_port() -> int:

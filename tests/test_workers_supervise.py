@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from streams import kafka
 from streams.topics import create_topics
 from streams.workers import restart_delay
+from tests.harness import wait_until
 
 
 def test_restart_delay_doubles_up_to_its_cap():
@@ -32,16 +32,6 @@ def _group_member_pids(settings, group: str) -> set[int]:
     return {int(m.client_id.split("-")[-2]) for m in description.members if m.client_id.split("-")[-2].isdigit()}
 
 
-def _wait(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} within {seconds:.0f} s")
-
-
 @pytest.mark.kafka
 def test_a_killed_worker_is_restarted_and_rejoins_the_group(settings, tmp_path, unique):
     create_topics(kafka.admin_client(settings), settings.topic_partitions)
@@ -54,16 +44,16 @@ def test_a_killed_worker_is_restarted_and_rejoins_the_group(settings, tmp_path, 
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     supervisor = psutil.Process(proc.pid)
     try:
-        children = _wait(lambda: len(supervisor.children()) == 2 and supervisor.children(), 60, "two workers started")
+        children = wait_until(lambda: len(supervisor.children()) == 2 and supervisor.children(), 60, "two workers started")
         first = {c.pid for c in children}
-        _wait(lambda: _group_member_pids(settings, group) == first, 120, f"both workers {first} in the group")
+        wait_until(lambda: _group_member_pids(settings, group) == first, 120, f"both workers {first} in the group")
 
         victim = sorted(first)[0]
         os.kill(victim, signal.SIGKILL)
         survivor = first - {victim}
-        new = _wait(lambda: {c.pid for c in supervisor.children()} - first, 30, "a new worker started")
+        new = wait_until(lambda: {c.pid for c in supervisor.children()} - first, 30, "a new worker started")
         assert len(new) == 1 and proc.poll() is None
-        _wait(lambda: _group_member_pids(settings, group) == survivor | new, 120, f"the new worker {new} in the group")
+        wait_until(lambda: _group_member_pids(settings, group) == survivor | new, 120, f"the new worker {new} in the group")
         text = (tmp_path / "supervisor.log").read_text(errors="replace")
         assert f"pid {victim}) died with signal {signal.SIGKILL.value}; restarting in 1.0 s" in text
 
