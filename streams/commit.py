@@ -14,8 +14,10 @@ and either returns (all of it committed) or aborts and raises :class:`Transactio
 of it committed; a consuming caller then closes its consumer and subscribes a new one, which
 reads again from the committed offsets: seeking the old one back is not enough, because a
 consumer whose partitions were lost in the abort's cause and assigned back resumes at its
-in-memory positions, past the aborted records). Aborting is bounded too: when the broker cannot even abort (it is down, or
-the producer was fenced or hit a fatal error) the producer is thrown away, and the next
+in-memory positions, past the aborted records). Every call that waits on the broker runs with
+a timeout, and one that blocks past it (librdkafka#5456) is given up (:func:`bounded_call`).
+Aborting is bounded too: when the broker cannot even abort (it is down, or the producer was
+fenced, hit a fatal error or has a call hung inside it) the producer is thrown away, and the next
 batch starts a new one with the same ``transactional.id``, whose ``init_transactions``
 aborts whatever the old one left open; that start waits for the broker as long as it takes.
 
@@ -28,6 +30,7 @@ readers for the transaction timeout.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -56,6 +59,46 @@ class Output:
 
 class TransactionAborted(RuntimeError):
     """The batch was not committed (aborted, or its transaction could not be finished)."""
+
+
+class CallHung(RuntimeError):
+    """A librdkafka transaction call that outlived its own timeout by CALL_GRACE_S.
+
+    ``send_offsets_to_transaction`` can block past its timeout when the group coordinator went
+    away during the transaction (confluentinc/librdkafka#5456, open; seen here as a preprocess
+    that sat 4 minutes in its commit after a broker restart, SIGTERM unanswered). The producer
+    is given up (its call never returns) and the next batch starts a new one, whose
+    init_transactions fences it.
+    """
+
+
+#: seconds a transaction call may run past the timeout it was given before it counts as hung
+CALL_GRACE_S = 10.0
+
+
+def bounded_call(call: Callable[[float], Any], timeout: float, grace: float | None = None) -> Any:
+    """call(timeout) in a daemon thread, waited for at most timeout + grace (CALL_GRACE_S by
+    default); raises CallHung after that (the thread is left to the blocked call;
+    confluent-kafka releases the GIL in it)."""
+    grace = CALL_GRACE_S if grace is None else grace
+    done = threading.Event()
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(timeout)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="txn-call", daemon=True).start()
+    if not done.wait(timeout + grace):
+        raise CallHung(f"a transaction call still blocked {timeout + grace:.0f} s after it began (timeout {timeout:.0f} s)")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 class BrokerUnavailable(RuntimeError):
@@ -127,11 +170,12 @@ class Transactions:
             self._fatal = None
             producer = self.make_producer(self.transactional_id, self._on_error)
             try:
-                producer.init_transactions(self.retry.step_timeout_s)
-            except KafkaException as exc:
+                bounded_call(producer.init_transactions, self.retry.step_timeout_s)
+            except (KafkaException, CallHung) as exc:
                 error = exc.args[0]
                 log.warning("%s: cannot start transactions yet (%s); retrying in %.1f s", self.name, error, delay)
-                _discard(producer)
+                if isinstance(exc, KafkaException):
+                    _discard(producer)
                 if self.should_stop():
                     raise BrokerUnavailable(f"{self.name}: no transactions before stop: {error}") from exc
                 time.sleep(delay)
@@ -145,10 +189,11 @@ class Transactions:
             self._producer.flush(timeout)
             self._producer = None
 
-    def _reset(self, reason: str) -> None:
-        """Throw the producer away; the next batch starts a new one (fencing this one)."""
+    def _reset(self, reason: str, discard: bool = True) -> None:
+        """Throw the producer away; the next batch starts a new one (fencing this one). One
+        with a call still blocked inside it (CallHung) is only let go: discard=False."""
         log.warning("%s: new producer for transactional.id %s (%s)", self.name, self.transactional_id, reason)
-        if self._producer is not None:
+        if discard and self._producer is not None:
             _discard(self._producer)
         self._producer = None
         self.restarts += 1
@@ -195,7 +240,7 @@ class Transactions:
             if self._fatal is not None:
                 raise KafkaException(self._fatal)
             self._retrying("commit", producer.commit_transaction)  # 5
-        except (KafkaException, TransactionAborted) as exc:
+        except (KafkaException, TransactionAborted, CallHung) as exc:
             self._abort(exc)
             raise TransactionAborted(f"{self.name}: transaction aborted: {_describe(exc)}") from exc
         self.commits += 1
@@ -211,11 +256,12 @@ class Transactions:
                 producer.poll(0.5)
 
     def _retrying(self, step: str, call: Callable[[float], Any]) -> None:
-        """Run a step, retrying it while librdkafka says the error is retriable."""
+        """Run a step, retrying it while librdkafka says the error is retriable; a call that
+        hangs past its timeout raises CallHung (see bounded_call)."""
         delays = self.retry.delays()
         while True:
             try:
-                call(self.retry.step_timeout_s)
+                bounded_call(call, self.retry.step_timeout_s)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
@@ -232,6 +278,9 @@ class Transactions:
         error = cause.args[0] if isinstance(cause, KafkaException) else None
         if self._producer is None:
             return
+        if isinstance(cause, CallHung):  # a call is still blocked inside it: no abort, no purge
+            self._reset(str(cause), discard=False)
+            return
         if (error is not None and error.fatal()) or self._fatal is not None:
             self._reset(f"fatal: {error or self._fatal}")
             return
@@ -239,6 +288,8 @@ class Transactions:
             self._retrying("abort", self._producer.abort_transaction)
         except KafkaException as exc:
             self._reset(f"abort failed: {exc.args[0]}")
+        except CallHung as exc:
+            self._reset(f"abort: {exc}", discard=False)
 
 
 def _discard(producer: Producer) -> None:
