@@ -186,7 +186,10 @@ class Transactions:
 
     def close(self, timeout: float = 10.0) -> None:
         if self._producer is not None:
-            self._producer.flush(timeout)
+            try:
+                self._producer.flush(timeout)
+            except KafkaException as exc:  # a fenced producer raises: nothing of it is left to deliver
+                log.warning("%s: closing the producer: %s", self.name, _describe(exc))
             self._producer = None
 
     def _reset(self, reason: str, discard: bool = True) -> None:
@@ -296,9 +299,9 @@ def _discard(producer: Producer) -> None:
     """Let a producer go without waiting on the broker (its transaction is aborted by the next init)."""
     try:
         producer.purge()
-    except Exception:  # noqa: BLE001 - a dead producer may refuse; there is nothing else to do
+        producer.flush(0)
+    except Exception:  # noqa: BLE001 - a fenced or dead producer raises (flush: _FENCED); nothing else to do
         pass
-    producer.flush(0)
 
 
 def _describe(exc: BaseException) -> str:

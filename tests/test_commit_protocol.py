@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams import commit
 from streams.commit import CallHung, Output, RetryPolicy, TransactionAborted, Transactions, bounded_call
@@ -92,3 +92,41 @@ def test_a_hung_send_offsets_gives_up_the_producer_and_the_next_batch_commits_wi
     assert len(made) == 2 and made[1].calls == ["init", "begin", "produce", "send_offsets", "commit"]
     assert txns.restarts == 1 and txns.commits == 1
     hung.release.set()
+
+
+class _FencedProducer(_Producer):
+    """Its transaction was fenced by a newer instance: abort and flush raise the fatal error
+    (seen after a broker SIGKILL and restart: the stage died on flush(0) while discarding it)."""
+
+    def __init__(self):
+        super().__init__(hang=False)
+        self.error = KafkaError(KafkaError._FENCED, "This instance has been fenced by a newer instance", fatal=True)
+
+    def send_offsets_to_transaction(self, offsets, metadata, timeout):
+        self.calls.append("send_offsets")
+        raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR, "Not coordinator", txn_requires_abort=True))
+
+    def abort_transaction(self, timeout):
+        self.calls.append("abort")
+        raise KafkaException(self.error)
+
+    def flush(self, timeout=None):
+        raise KafkaException(self.error)
+
+
+def test_a_producer_fenced_during_its_abort_is_replaced_and_the_writer_goes_on():
+    made: list[_Producer] = []
+
+    def make(tid, error_cb):
+        made.append(_FencedProducer() if not made else _Producer(hang=False))
+        return made[-1]
+
+    txns = Transactions(make, "tid", "test", retry=RetryPolicy(step_timeout_s=0.2))
+    batch = [Output("t", b"k", b"v")]
+    offsets = [TopicPartition("src", 0, 5)]
+    with pytest.raises(TransactionAborted, match="NOT_COORDINATOR"):
+        txns.commit(batch, offsets, _Consumer())
+    assert made[0].calls == ["init", "begin", "produce", "send_offsets", "abort", "purge"]
+    txns.commit(batch, offsets, _Consumer())
+    assert len(made) == 2 and made[1].calls[-1] == "commit" and txns.restarts == 1
+    txns.close()
