@@ -32,6 +32,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -76,29 +78,33 @@ class CallHung(RuntimeError):
 CALL_GRACE_S = 10.0
 
 
-def bounded_call(call: Callable[[float], Any], timeout: float, grace: float | None = None) -> Any:
-    """call(timeout) in a daemon thread, waited for at most timeout + grace (CALL_GRACE_S by
-    default); raises CallHung after that (the thread is left to the blocked call;
-    confluent-kafka releases the GIL in it)."""
-    grace = CALL_GRACE_S if grace is None else grace
-    done = threading.Event()
-    outcome: list = []
+def in_daemon_thread(call: Callable[[], Any], name: str) -> Future:
+    """call() in a daemon thread of its own, its result or exception in the returned Future.
+    A call that never returns (abandoned at a timeout) never holds up the interpreter's exit,
+    as a ThreadPoolExecutor's threads would (they are joined at exit)."""
+    future: Future = Future()
 
     def run() -> None:
         try:
-            outcome.append((True, call(timeout)))
+            future.set_result(call())
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            outcome.append((False, exc))
-        finally:
-            done.set()
+            future.set_exception(exc)
 
-    threading.Thread(target=run, name="txn-call", daemon=True).start()
-    if not done.wait(timeout + grace):
-        raise CallHung(f"a transaction call still blocked {timeout + grace:.0f} s after it began (timeout {timeout:.0f} s)")
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def bounded_call(call: Callable[[float], Any], timeout: float, grace: float | None = None) -> Any:
+    """call(timeout) waited for at most timeout + grace (CALL_GRACE_S by default); raises
+    CallHung after that (the thread is left to the blocked call; confluent-kafka releases the
+    GIL in it)."""
+    grace = CALL_GRACE_S if grace is None else grace
+    future = in_daemon_thread(lambda: call(timeout), "txn-call")
+    try:
+        return future.result(timeout + grace)
+    except FuturesTimeout:
+        raise CallHung(f"a transaction call still blocked {timeout + grace:.0f} s after it began "
+                       f"(timeout {timeout:.0f} s)") from None
 
 
 class BrokerUnavailable(RuntimeError):

@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Callable, Protocol
 
@@ -25,7 +23,7 @@ from schemas.codec import MessageDecodeError, decode_era_chunk, encode_era_chunk
 from streams import failpoints, kafka, metrics
 from streams.assembler import CompleteEra, EraAssembler, StalledEra
 from streams.attempts import AttemptLedger
-from streams.commit import Output, TransactionAborted, transactions_for
+from streams.commit import Output, TransactionAborted, in_daemon_thread, transactions_for
 from streams.fetch_watch import FetchWatch, positions_of
 from streams.slots import transactional_id
 from streams.settings import Settings
@@ -228,7 +226,7 @@ class TransactionalStageRunner:
         revoked meanwhile is dropped: its new owner computes it again. An era still
         computing after ERA_COMPUTE_TIMEOUT_S is abandoned (see :meth:`_abandon`).
         """
-        future = self._start_compute(era)
+        future = in_daemon_thread(lambda: self._process(era), f"{self.stage}-compute-{era.key}")
         timeout = self.settings.era_compute_timeout_s
         deadline = time.monotonic() + timeout if timeout else None
         paused = consumer.assignment()
@@ -253,20 +251,6 @@ class TransactionalStageRunner:
         for out in return_value:
             out.source_partition = era.partition
         return return_value
-
-    def _start_compute(self, era: CompleteEra) -> Future:
-        """_process(era) in a daemon thread of its own: one abandoned at its timeout never
-        holds up the interpreter's exit (a ThreadPoolExecutor's threads are joined at exit)."""
-        future: Future = Future()
-
-        def compute() -> None:
-            try:
-                future.set_result(self._process(era))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-                future.set_exception(exc)
-
-        threading.Thread(target=compute, name=f"{self.stage}-compute-{era.key}", daemon=True).start()
-        return future
 
     def _abandon(self, era: CompleteEra, attempt: str, timeout: float) -> list[Output]:
         """The era's dead letters, once its compute passed the timeout.
